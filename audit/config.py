@@ -1,0 +1,376 @@
+"""Run configuration: frozen dataclasses loaded from YAML plus ``section.field=value`` overrides.
+
+Everything is validated once, in :func:`load_config` / :func:`build_config`, before any work
+starts. A bad value raises :class:`ConfigError` whose message is one line naming the field, the
+value and what is allowed, e.g.::
+
+    The 'predict.batch_size' field must be an int >= 1. Got 0 instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message is a single line meant for the user."""
+
+
+class Layout(str, Enum):
+    """How the input folder is organised."""
+
+    AUTO = "auto"
+    IMAGEFOLDER = "imagefolder"  # val/<wnid>/<image_id>.JPEG
+    KAGGLE = "kaggle"  # flat folder + LOC_val_solution.csv
+    DEVKIT = "devkit"  # flat folder + ILSVRC2012_validation_ground_truth.txt
+    UNLABELED = "unlabeled"  # any folder or list of images, no labels
+    DEMO = "demo"  # the embedded digits demo set
+
+
+class Device(str, Enum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+DEMO_SOURCE = "demo"
+# PIL's own threshold for DecompressionBombWarning; larger images are refused as bombs.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and which of them to audit.
+
+    Attributes:
+        source: A local path or fsspec URL of the image folder, a list of image paths/URLs
+            (``layout: unlabeled`` only), or ``"demo"`` for the embedded demo set.
+        layout: One of :class:`Layout`; ``auto`` picks from what the folder contains.
+        labels_file: Kaggle's ``LOC_val_solution.csv`` or the devkit's
+            ``ILSVRC2012_validation_ground_truth.txt``; looked up inside ``source`` when unset.
+        limit: Keep only the first N inputs (by image_id).
+        per_class: Keep only the first N inputs of each class (by image_id).
+        classes: Keep only these classes (WordNet ids such as ``n01440764``).
+        max_pixels: Images with more pixels are rejected as decompression bombs.
+        decode_batch_size: Images per Ray Data decode task batch.
+        storage_options: Passed through to fsspec for reading inputs (credentials stay here).
+    """
+
+    source: str | tuple[str, ...] = DEMO_SOURCE
+    layout: Layout = Layout.AUTO
+    labels_file: str | None = None
+    limit: int | None = None
+    per_class: int | None = None
+    classes: tuple[str, ...] = ()
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    decode_batch_size: int = 32
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_demo(self) -> bool:
+        return self.layout is Layout.DEMO or self.source == DEMO_SOURCE
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which classifier to audit.
+
+    Attributes:
+        name: A registry name (``audit-cli models`` lists them): a torchvision classifier such
+            as ``resnet101`` or the embedded ``demo_digits``.
+        weights: ``default`` (torchvision's standard cache, or the shipped demo weights),
+            ``random`` (seeded random initialisation, for tests), or a local path / fsspec URL
+            of a state dict loaded with ``weights_only=True``.
+        allow_download: Let torchvision download default weights missing from its cache.
+        seed: Seed for ``weights: random``.
+    """
+
+    name: str = "demo_digits"
+    weights: str = "default"
+    allow_download: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """The prediction stage.
+
+    Attributes:
+        batch_size: Images per model forward pass (per actor).
+        num_actors: Model-holding actors; unset means one per GPU, or one on a CPU-only cluster.
+        device: ``auto`` uses CUDA when the cluster has GPUs.
+        cpu_threads: Torch threads per CPU actor; unset means the node's CPU count.
+        bf16: Autocast to bfloat16 on GPU (ignored on CPU).
+        embeddings: Store the penultimate-layer embedding per image.
+    """
+
+    batch_size: int = 64
+    num_actors: int | None = None
+    device: Device = Device.AUTO
+    cpu_threads: int | None = None
+    bf16: bool = True
+    embeddings: bool = True
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where the tables go: ``<root>/<run_id>/<table>/*.parquet`` and ``manifest.json``.
+
+    Attributes:
+        root: Local path or fsspec URL.
+        run_id: Name of the run folder; unset means ``<UTC time>-<model name>``.
+        overwrite: Replace an existing run folder of the same id instead of refusing.
+        storage_options: Passed through to fsspec for writing outputs.
+    """
+
+    root: str = "./audit-output"
+    run_id: str | None = None
+    overwrite: bool = False
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """A whole audit run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (enums as strings, storage options left out: they hold credentials)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            out[f.name] = {
+                sf.name: _plain(getattr(section, sf.name))
+                for sf in dataclasses.fields(section)
+                if sf.name != "storage_options"
+            }
+        return out
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "predict": PredictConfig,
+    "output": OutputConfig,
+}
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_WNID = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+def _describe(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(tp))
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return "one of " + ", ".join(repr(m.value) for m in tp)
+    if origin is tuple:
+        return f"a list of {_describe(get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    if origin is not None and origin.__name__ == "Mapping":
+        return "a mapping"
+    return f"a {getattr(tp, '__name__', str(tp))}"
+
+
+def _coerce(path: str, value: Any, tp: Any) -> Any:
+    """Convert a YAML value to the annotated type or raise ConfigError naming ``path``."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(path, value, arg)
+            except ConfigError:
+                continue
+        raise _bad(path, value, _describe(tp))
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise _bad(path, value, _describe(tp)) from None
+    if origin is tuple:
+        item = get_args(tp)[0]
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise _bad(path, value, _describe(tp))
+        return tuple(_coerce(path, v, item) for v in value)
+    if origin is not None and origin.__name__ == "Mapping":
+        if not isinstance(value, Mapping):
+            raise _bad(path, value, "a mapping")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _bad(path, value, "a bool (true or false)")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _bad(path, value, "an int")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _bad(path, value, "a float")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _bad(path, value, "a string")
+    raise TypeError(f"unsupported config type {tp!r} for {path}")  # pragma: no cover
+
+
+def _bad(path: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"The '{path}' field must be {allowed}. Got {value!r} instead.")
+
+
+def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
+    hints = get_type_hints(cls)
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in allowed:
+            raise ConfigError(
+                f"Unknown field '{name}.{key}'. Allowed fields of '{name}': {', '.join(allowed)}."
+            )
+        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
+    return cls(**kwargs)
+
+
+def _check_min(path: str, value: int | None, low: int) -> None:
+    if value is not None and value < low:
+        raise ConfigError(f"The '{path}' field must be an int >= {low}. Got {value!r} instead.")
+
+
+def validate(cfg: AuditConfig) -> AuditConfig:
+    """Cross-field and range checks; returns ``cfg`` unchanged or raises ConfigError."""
+    d, m, p, o = cfg.data, cfg.model, cfg.predict, cfg.output
+    if isinstance(d.source, str) and not d.source.strip():
+        raise ConfigError("The 'data.source' field must be a non-empty path or URL. Got '' instead.")
+    if isinstance(d.source, tuple):
+        if not d.source:
+            raise ConfigError("The 'data.source' field must be a non-empty list. Got [] instead.")
+        if d.layout not in (Layout.UNLABELED, Layout.AUTO):
+            raise ConfigError(
+                "The 'data.source' field may be a list only with data.layout 'unlabeled'. "
+                f"Got layout {d.layout.value!r} instead."
+            )
+    _check_min("data.limit", d.limit, 1)
+    _check_min("data.per_class", d.per_class, 1)
+    _check_min("data.max_pixels", d.max_pixels, 1)
+    _check_min("data.decode_batch_size", d.decode_batch_size, 1)
+    for c in d.classes:
+        if not _WNID.match(c):
+            raise ConfigError(
+                f"The 'data.classes' field must list class ids such as 'n01440764'. Got {c!r} instead."
+            )
+    if d.layout is Layout.UNLABELED and (d.per_class or d.classes):
+        raise ConfigError(
+            "The 'data.per_class' and 'data.classes' fields need labels; "
+            "data.layout 'unlabeled' has none."
+        )
+    if not m.name.strip():
+        raise ConfigError("The 'model.name' field must be a registered model name. Got '' instead.")
+    if not m.weights.strip():
+        raise ConfigError(
+            "The 'model.weights' field must be 'default', 'random' or a path. Got '' instead."
+        )
+    _check_min("predict.batch_size", p.batch_size, 1)
+    _check_min("predict.num_actors", p.num_actors, 1)
+    _check_min("predict.cpu_threads", p.cpu_threads, 1)
+    if not o.root.strip():
+        raise ConfigError("The 'output.root' field must be a non-empty path or URL. Got '' instead.")
+    if o.run_id is not None and not _RUN_ID.match(o.run_id):
+        raise ConfigError(
+            "The 'output.run_id' field must be letters, digits, '.', '_' or '-' "
+            f"(not starting with '.', '_' or '-'). Got {o.run_id!r} instead."
+        )
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse ``section.field=value`` (value is YAML: ``10``, ``true``, ``[a, b]``, ``null``)."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ConfigError(
+            f"An override must look like 'section.field=value' (e.g. data.limit=100). Got {text!r} instead."
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts[0], parts[1], value
+
+
+def build_config(
+    raw: Mapping[str, Any] | None = None, overrides: Iterable[str] = ()
+) -> AuditConfig:
+    """Build and validate an :class:`AuditConfig` from a mapping plus overrides.
+
+    Raises:
+        ConfigError: an unknown section or field, or a value of the wrong type or range.
+    """
+    merged: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    raw = raw or {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"A config file must hold a mapping of sections. Got {type(raw).__name__}.")
+    for section, values in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"Unknown config section '{section}'. Allowed sections: {', '.join(SECTIONS)}."
+            )
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"The '{section}' section must be a mapping. Got {values!r} instead.")
+        merged[section].update(values)
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"Unknown config section '{section}' in override {text!r}. "
+                f"Allowed sections: {', '.join(SECTIONS)}."
+            )
+        merged[section][key] = value
+    sections = {name: _build_section(name, cls, merged[name]) for name, cls in SECTIONS.items()}
+    return validate(AuditConfig(**sections))
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> AuditConfig:
+    """Load a YAML config file (or the defaults, which run the demo) and apply overrides."""
+    raw: Any = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"Config file {str(p)!r} does not exist.")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+            raise ConfigError(f"Config file {str(p)!r} is not valid YAML: {first}") from None
+    return build_config(raw, overrides)

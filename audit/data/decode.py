@@ -1,0 +1,155 @@
+"""Read and decode one image into the standard evaluation crop, or say why it cannot be.
+
+The standard ImageNet evaluation transform is: convert to RGB, resize the shorter side to 256
+(bilinear, antialiased, as torchvision's ``Resize(256)`` on a PIL image), center-crop 224. The
+result is kept as ``(224, 224, 3) uint8`` so that later stages reuse it without decoding again;
+normalisation by the ImageNet mean/std happens inside the model wrapper.
+
+Odd but valid files decode like any other (grayscale, CMYK, RGBA, palette, 16-bit, a PNG under a
+``.JPEG`` name, a 1x1 image). Broken ones raise :class:`ImageLoadError` with a short reason.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as tvf
+
+RESIZE = 256
+CROP = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Beyond this aspect ratio the source is center-cut first, so a 1x100000 strip cannot blow up
+# into a multi-gigabyte resize. ImageNet's most elongated images are far below it.
+MAX_ASPECT = 16.0
+
+
+class ImageLoadError(Exception):
+    """An input could not be turned into an image.
+
+    Attributes:
+        stage: ``read`` (the bytes could not be fetched) or ``decode`` (they are not a usable image).
+        reason: One line for the ``errors`` table.
+    """
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(f"{stage}: {reason}")
+        self.stage = stage
+        self.reason = reason
+
+
+def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
+    """Fetch a file's bytes through fsspec; failures become ``ImageLoadError('read', ...)``."""
+    try:
+        with fsspec.open(uri, "rb", **dict(storage_options or {})) as f:
+            data: bytes = f.read()
+    except FileNotFoundError:
+        raise ImageLoadError("read", "file not found (it disappeared after listing?)") from None
+    except IsADirectoryError:
+        raise ImageLoadError("read", "is a directory, not a file") from None
+    except PermissionError:
+        raise ImageLoadError("read", "permission denied") from None
+    except OSError as exc:
+        raise ImageLoadError("read", f"{type(exc).__name__}: {exc}") from None
+    return data
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB the way torchvision's ``ImageFolder`` loader does.
+
+    Palette images with transparency go through RGBA first (PIL warns otherwise); 16/32-bit
+    grayscale is scaled to 8 bits instead of being clipped.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        arr = np.clip(arr / hi * 255.0, 0, 255).round().astype(np.uint8)
+        img = Image.fromarray(arr, mode="L")
+    return img.convert("RGB")
+
+
+def eval_crop(img: Image.Image, resize: int = RESIZE, crop: int = CROP) -> np.ndarray:
+    """Apply the standard evaluation transform to a PIL image.
+
+    Returns:
+        ``(crop, crop, 3) uint8``, identical to torchvision's
+        ``Compose([Resize(resize), CenterCrop(crop)])`` on ``to_rgb(img)`` for images whose aspect
+        ratio is at most ``MAX_ASPECT``.
+    """
+    img = to_rgb(img)
+    w, h = img.size
+    short, long_ = min(w, h), max(w, h)
+    if long_ > MAX_ASPECT * short:
+        keep = int(MAX_ASPECT * short)
+        if w > h:
+            left = (w - keep) // 2
+            img = img.crop((left, 0, left + keep, h))
+        else:
+            top = (h - keep) // 2
+            img = img.crop((0, top, w, top + keep))
+    img = tvf.resize(img, [resize], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    img = tvf.center_crop(img, [crop, crop])
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def decode_image(data: bytes, max_pixels: int, resize: int = RESIZE, crop: int = CROP) -> np.ndarray:
+    """Decode image bytes and apply :func:`eval_crop`.
+
+    Args:
+        data: The file's bytes, whatever its name says the format is.
+        max_pixels: Images with more pixels (width * height, read from the header before
+            decoding) are refused as decompression bombs.
+
+    Returns:
+        ``(crop, crop, 3) uint8``.
+
+    Raises:
+        ImageLoadError: with stage ``decode``: empty file, not an image, truncated or corrupt
+            data, or a decompression bomb.
+    """
+    if not data:
+        raise ImageLoadError("decode", "empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageLoadError(
+                        "decode",
+                        f"decompression bomb: {w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels}",
+                    )
+                if w < 1 or h < 1:
+                    raise ImageLoadError("decode", f"image has no pixels ({w}x{h})")
+                img.load()
+                return eval_crop(img, resize, crop)
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError("decode", "not an image (format not recognised)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError("decode", f"decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageLoadError("decode", f"corrupt or truncated image: {msg}") from None
+    except MemoryError:
+        raise ImageLoadError("decode", "out of memory while decoding") from None
+
+
+def load_image(
+    uri: str, max_pixels: int, storage_options: Mapping[str, Any] | None = None
+) -> np.ndarray:
+    """:func:`read_bytes` then :func:`decode_image`; raises :class:`ImageLoadError`."""
+    return decode_image(read_bytes(uri, storage_options), max_pixels)
+
