@@ -129,12 +129,14 @@ class OutputConfig:
         root: Local path or fsspec URL.
         run_id: Name of the run folder; unset means ``<UTC time>-<model name>``.
         overwrite: Replace an existing run folder of the same id instead of refusing.
+        rows_per_file: Rows per Parquet file of the predictions and errors tables.
         storage_options: Passed through to fsspec for writing outputs.
     """
 
     root: str = "./audit-output"
     run_id: str | None = None
     overwrite: bool = False
+    rows_per_file: int = 8192
     storage_options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -270,7 +272,9 @@ def validate(cfg: AuditConfig) -> AuditConfig:
     """Cross-field and range checks; returns ``cfg`` unchanged or raises ConfigError."""
     d, m, p, o = cfg.data, cfg.model, cfg.predict, cfg.output
     if isinstance(d.source, str) and not d.source.strip():
-        raise ConfigError("The 'data.source' field must be a non-empty path or URL. Got '' instead.")
+        raise ConfigError(
+            "The 'data.source' field must be a non-empty path or URL. Got '' instead."
+        )
     if isinstance(d.source, tuple):
         if not d.source:
             raise ConfigError("The 'data.source' field must be a non-empty list. Got [] instead.")
@@ -303,7 +307,10 @@ def validate(cfg: AuditConfig) -> AuditConfig:
     _check_min("predict.num_actors", p.num_actors, 1)
     _check_min("predict.cpu_threads", p.cpu_threads, 1)
     if not o.root.strip():
-        raise ConfigError("The 'output.root' field must be a non-empty path or URL. Got '' instead.")
+        raise ConfigError(
+            "The 'output.root' field must be a non-empty path or URL. Got '' instead."
+        )
+    _check_min("output.rows_per_file", o.rows_per_file, 1)
     if o.run_id is not None and not _RUN_ID.match(o.run_id):
         raise ConfigError(
             "The 'output.run_id' field must be letters, digits, '.', '_' or '-' "
@@ -338,7 +345,9 @@ def build_config(
     merged: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     raw = raw or {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"A config file must hold a mapping of sections. Got {type(raw).__name__}.")
+        raise ConfigError(
+            f"A config file must hold a mapping of sections. Got {type(raw).__name__}."
+        )
     for section, values in raw.items():
         if section not in SECTIONS:
             raise ConfigError(

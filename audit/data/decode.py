@@ -103,7 +103,9 @@ def eval_crop(img: Image.Image, resize: int = RESIZE, crop: int = CROP) -> np.nd
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def decode_image(data: bytes, max_pixels: int, resize: int = RESIZE, crop: int = CROP) -> np.ndarray:
+def decode_image(
+    data: bytes, max_pixels: int, resize: int = RESIZE, crop: int = CROP
+) -> np.ndarray:
     """Decode image bytes and apply :func:`eval_crop`.
 
     Args:
@@ -152,4 +154,3 @@ def load_image(
 ) -> np.ndarray:
     """:func:`read_bytes` then :func:`decode_image`; raises :class:`ImageLoadError`."""
     return decode_image(read_bytes(uri, storage_options), max_pixels)
-

@@ -1,0 +1,463 @@
+"""List the inputs of a run: which files to read, under which image id, with which label.
+
+Four on-disk layouts are understood (see :class:`~audit.config.Layout`)::
+
+    imagefolder  <root>/<class_id>/.../<image_id>.<ext>      label = the class folder
+    kaggle       <root>/.../<image_id>.<ext> + LOC_val_solution.csv
+    devkit       <root>/.../<image_id>.<ext> + ILSVRC2012_validation_ground_truth.txt
+    unlabeled    <root>/.../<image_id>.<ext>, or an explicit list of paths/URLs
+
+The source is listed once (``fs.find``), so a 50,000-image bucket costs one recursive listing and
+no per-file calls. Which files are inputs:
+
+* every regular file under the source, whatever its extension (a file that is not an image turns
+  into an ``errors`` row when it is decoded, so nothing is dropped silently);
+* except hidden ones: a file whose name, or the name of a folder between the source and the file,
+  starts with ``.`` (``.DS_Store``, ``.ipynb_checkpoints/``, ``.git/``);
+* except the labels file itself when it lies inside the source folder.
+
+An input whose label cannot be known at listing time (a file outside any class folder, a class
+folder that is not a class of the model, an image missing from the labels file, a second file with
+the same image id) is kept as an *error record*: it goes to the ``errors`` table with a one-line
+reason instead of disappearing.
+
+Example::
+
+    listing = list_inputs(cfg.data, imagenet_classes())
+    listing.records[0]
+    # InputRecord(image_id='ILSVRC2012_val_00000001',
+    #             uri='file:///data/val/n01751748/ILSVRC2012_val_00000001.JPEG', label=65)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import posixpath
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+from fsspec.spec import AbstractFileSystem
+
+from audit.config import ConfigError, DataConfig, Layout
+from audit.data.classes import ClassIndex, imagenet_devkit_ids
+
+KAGGLE_LABELS = "LOC_val_solution.csv"
+DEVKIT_LABELS = "ILSVRC2012_validation_ground_truth.txt"
+KAGGLE_HEADER = ("ImageId", "PredictionString")
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One input file.
+
+    Attributes:
+        image_id: The file name without its last extension (``ILSVRC2012_val_00000001``); the key
+            of every output table.
+        uri: Fully qualified fsspec URI that workers can open (``file:///abs/x.JPEG``,
+            ``s3://bucket/x.JPEG``).
+        label: Index into the :class:`ClassIndex` the listing was made for; ``None`` when the
+            input has no known label (unlabeled layout, or a listing error).
+        error: One-line reason when the input already failed at listing; ``None`` otherwise. An
+            error record may still carry a label (a duplicate inside a class folder does).
+    """
+
+    image_id: str
+    uri: str
+    label: int | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The inputs of a run, after the ``data.classes`` / ``per_class`` / ``limit`` subsets.
+
+    Attributes:
+        layout: The resolved layout (never ``AUTO`` or ``DEMO``).
+        records: Inputs to decode (``error is None``), sorted by image_id.
+        errors: Inputs that already failed at listing (``error`` set), sorted by image_id.
+    """
+
+    layout: Layout
+    records: tuple[InputRecord, ...]
+    errors: tuple[InputRecord, ...]
+
+
+def resolve_layout(data: DataConfig) -> Layout:
+    """The layout ``data`` describes, detecting it when ``data.layout`` is ``auto``.
+
+    Detection, first match wins: a list source is ``unlabeled``; a set ``labels_file`` is
+    ``kaggle`` when it ends in ``.csv`` and ``devkit`` otherwise; a folder holding
+    ``LOC_val_solution.csv`` is ``kaggle``; one holding ``ILSVRC2012_validation_ground_truth.txt``
+    is ``devkit``; one with subfolders and no (non-hidden) files at its top level is
+    ``imagefolder``; anything else is ``unlabeled``. Only the top level of the folder is listed.
+
+    Raises:
+        ValueError: ``data`` is the demo set, which the caller resolves before listing.
+        ConfigError: detection had to look at the source folder, and it does not exist or is a
+            file. A layout given explicitly is returned without touching the source.
+    """
+    _refuse_demo(data)
+    if data.layout is not Layout.AUTO or isinstance(data.source, tuple):
+        return _layout_without_listing(data)
+    if data.labels_file is not None:
+        return _layout_from_labels_file(data.labels_file)
+    fs, root = _open_folder(data.source, data.storage_options)
+    return _detect_layout(fs, root)
+
+
+def list_inputs(data: DataConfig, classes: ClassIndex) -> Listing:
+    """List, label and subset the inputs described by ``data``.
+
+    Args:
+        data: The data section of the run config. ``source`` is a folder (local path or fsspec
+            URL, opened with ``data.storage_options``) listed recursively, or a list of
+            paths/URLs for the unlabeled layout (taken as given; nothing is listed or checked).
+        classes: The model's classes; labels are indices into it.
+
+    Returns:
+        The listing. Every kept input is in exactly one of ``records`` and ``errors``. Subsets
+        apply in order on the inputs sorted by image_id: ``data.classes`` (only inputs of these
+        classes), ``data.per_class`` (the first N of each class), ``data.limit`` (the first N).
+        With ``classes`` or ``per_class`` set, inputs without a known label are dropped (they
+        belong to no class); with only ``limit``, error records count like any other input.
+        Among files sharing an image_id, the first by URI is the input and the others are
+        error records.
+
+    Raises:
+        ValueError: ``data`` is the demo set, which the caller resolves before listing.
+        ConfigError: the source is missing or holds no inputs; the labels file is missing or
+            malformed; ``data.classes`` names a class not in ``classes``; ``data.classes`` or
+            ``data.per_class`` is set for an unlabeled source; no input is left after subsetting.
+    """
+    _refuse_demo(data)
+    _check_classes(data, classes)
+    options = dict(data.storage_options)
+    if isinstance(data.source, tuple):
+        layout = _layout_without_listing(data)
+        if layout is not Layout.UNLABELED:
+            raise ConfigError(
+                "The 'data.source' field may be a list only with data.layout 'unlabeled'. "
+                f"Got layout {layout.value!r} instead."
+            )
+        _check_subsets_need_labels(data, layout)
+        candidates = _list_uris(data.source, options)
+    else:
+        fs, root = _open_folder(data.source, options)
+        if data.layout is Layout.AUTO:
+            layout = (
+                _detect_layout(fs, root)
+                if data.labels_file is None
+                else _layout_from_labels_file(data.labels_file)
+            )
+        else:
+            layout = data.layout
+        _check_subsets_need_labels(data, layout)
+        candidates = _list_folder(data, fs, root, layout, classes)
+    candidates = _mark_duplicates(candidates)
+    candidates.sort(key=lambda r: (r.image_id, r.uri))
+    kept = _subset(candidates, data, classes)
+    if not kept:
+        raise ConfigError(
+            f"No input of data.source {_show(data.source)} is left after data.classes="
+            f"{list(data.classes)}, data.per_class={data.per_class}, data.limit={data.limit}."
+        )
+    return Listing(
+        layout=layout,
+        records=tuple(r for r in kept if r.error is None),
+        errors=tuple(r for r in kept if r.error is not None),
+    )
+
+
+# --------------------------------------------------------------------------- layout detection
+
+
+def _refuse_demo(data: DataConfig) -> None:
+    if data.is_demo:
+        raise ValueError("the demo set has no on-disk layout; resolve it before listing inputs")
+
+
+def _layout_without_listing(data: DataConfig) -> Layout:
+    if data.layout is not Layout.AUTO:
+        return data.layout
+    return Layout.UNLABELED  # a list source; the caller checked isinstance(source, tuple)
+
+
+def _layout_from_labels_file(labels_file: str) -> Layout:
+    return Layout.KAGGLE if labels_file.lower().endswith(".csv") else Layout.DEVKIT
+
+
+def _detect_layout(fs: AbstractFileSystem, root: str) -> Layout:
+    entries = fs.ls(root, detail=True)
+    files: set[str] = set()
+    has_dirs = False
+    for entry in entries:
+        name = posixpath.basename(str(entry["name"]).rstrip("/"))
+        if name.startswith("."):
+            continue
+        if entry.get("type") == "directory":
+            has_dirs = True
+        else:
+            files.add(name)
+    if KAGGLE_LABELS in files:
+        return Layout.KAGGLE
+    if DEVKIT_LABELS in files:
+        return Layout.DEVKIT
+    if has_dirs and not files:
+        return Layout.IMAGEFOLDER
+    return Layout.UNLABELED
+
+
+def _check_subsets_need_labels(data: DataConfig, layout: Layout) -> None:
+    if layout is Layout.UNLABELED and (data.classes or data.per_class is not None):
+        raise ConfigError(
+            "The 'data.per_class' and 'data.classes' fields need labels; "
+            f"data.source {_show(data.source)} is laid out as 'unlabeled', which has none."
+        )
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def _show(source: str | tuple[str, ...]) -> str:
+    if isinstance(source, tuple):
+        return f"[{len(source)} paths]"
+    return repr(source)
+
+
+def _open_folder(source: str, options: Mapping[str, Any]) -> tuple[AbstractFileSystem, str]:
+    fs, root = fsspec.core.url_to_fs(source, **dict(options))
+    if not fs.isdir(root):
+        if fs.exists(root):
+            raise ConfigError(
+                "The 'data.source' field must be a folder (give a list for single files). "
+                f"Got {source!r} instead."
+            )
+        raise ConfigError(
+            f"The 'data.source' field must be an existing folder. Got {source!r} instead."
+        )
+    return fs, root.rstrip("/") or "/"
+
+
+def _image_id(path: str) -> str:
+    return posixpath.splitext(posixpath.basename(path.rstrip("/")))[0]
+
+
+def _list_uris(uris: Iterable[str], options: Mapping[str, Any]) -> list[InputRecord]:
+    """Records for an explicit list: no listing and no existence check (decode reports those)."""
+    out = []
+    for url in uris:
+        fs, path = fsspec.core.url_to_fs(url, **options)
+        out.append(InputRecord(_image_id(path), fs.unstrip_protocol(path), None))
+    return out
+
+
+def _list_folder(
+    data: DataConfig, fs: AbstractFileSystem, root: str, layout: Layout, classes: ClassIndex
+) -> list[InputRecord]:
+    labels_uri: str | None = None
+    labels_fs, labels_path, labels_shown = fs, "", ""
+    if data.labels_file is not None:
+        labels_fs, labels_path = fsspec.core.url_to_fs(data.labels_file, **data.storage_options)
+        labels_shown = data.labels_file
+    elif layout in (Layout.KAGGLE, Layout.DEVKIT):
+        name = KAGGLE_LABELS if layout is Layout.KAGGLE else DEVKIT_LABELS
+        labels_path = f"{root.rstrip('/')}/{name}"
+        labels_shown = f"{str(data.source).rstrip('/')}/{name}"
+    if labels_path:
+        labels_uri = labels_fs.unstrip_protocol(labels_path)
+
+    prefix = root.rstrip("/") + "/"
+    files: list[tuple[str, str]] = []  # (path relative to root, uri)
+    for path in fs.find(root, withdirs=False):
+        if not path.startswith(prefix):
+            continue  # the root itself (some filesystems report a file root this way)
+        rel = path[len(prefix) :]
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        uri = fs.unstrip_protocol(path)
+        if uri == labels_uri:
+            continue
+        files.append((rel, uri))
+    if not files:
+        raise ConfigError(
+            f"The 'data.source' folder {data.source!r} holds no input files "
+            "(hidden files and the labels file are not inputs)."
+        )
+
+    if layout is Layout.IMAGEFOLDER:
+        return [_imagefolder_record(rel, uri, classes) for rel, uri in files]
+    if layout is Layout.UNLABELED:
+        return [InputRecord(_image_id(rel), uri, None) for rel, uri in files]
+    if layout not in (Layout.KAGGLE, Layout.DEVKIT):
+        raise ValueError(f"cannot list inputs of layout {layout.value!r}")
+
+    text = _read_labels_file(labels_fs, labels_path, labels_shown)
+    wnids = (
+        _parse_kaggle(text, labels_shown)
+        if layout is Layout.KAGGLE
+        else _parse_devkit(text, labels_shown)
+    )
+    file_name = posixpath.basename(labels_path)
+    out = []
+    for rel, uri in files:
+        image_id = _image_id(rel)
+        wnid = wnids.get(image_id)
+        if wnid is None:
+            out.append(InputRecord(image_id, uri, None, f"no label for {image_id} in {file_name}"))
+            continue
+        label = classes.get(wnid)
+        error = None if label is not None else f"label {wnid} is not a class of {classes.name}"
+        out.append(InputRecord(image_id, uri, label, error))
+    return out
+
+
+def _imagefolder_record(rel: str, uri: str, classes: ClassIndex) -> InputRecord:
+    class_id, sep, _ = rel.partition("/")
+    image_id = _image_id(rel)
+    if not sep:
+        return InputRecord(image_id, uri, None, "no label: file is not inside a class folder")
+    label = classes.get(class_id)
+    if label is None:
+        return InputRecord(
+            image_id, uri, None, f"class folder {class_id!r} is not a class of {classes.name}"
+        )
+    return InputRecord(image_id, uri, label)
+
+
+# --------------------------------------------------------------------------- labels files
+
+
+def _read_labels_file(fs: AbstractFileSystem, path: str, shown: str) -> str:
+    try:
+        with fs.open(path, "rb") as f:
+            raw: bytes = f.read()
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(
+            "The 'data.labels_file' field must name an existing labels file "
+            f"(it defaults to one inside data.source). Tried {shown!r}."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"The labels file {shown!r} could not be read: {type(exc).__name__}: {exc}"
+        ) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"The labels file {shown!r} is not UTF-8 text.") from None
+
+
+def _parse_kaggle(text: str, shown: str) -> dict[str, str]:
+    """``ImageId -> wnid`` from Kaggle's ``LOC_val_solution.csv``.
+
+    The label is the first token of ``PredictionString`` (``"n01751748 56 2 493 344 ..."``: a
+    WordNet id followed by its box, repeated per box). Blank lines are skipped; anything else
+    that does not fit, including an ImageId listed twice, raises ConfigError.
+    """
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None or tuple(h.strip() for h in header) != KAGGLE_HEADER:
+        raise ConfigError(
+            f"The labels file {shown!r} line 1 must be the header 'ImageId,PredictionString'. "
+            f"Got {','.join(header or [])!r} instead."
+        )
+    out: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        if not row:
+            continue
+        tokens = row[1].split() if len(row) == 2 else []
+        image_id = row[0].strip()
+        if not image_id or not tokens:
+            raise ConfigError(
+                f"The labels file {shown!r} line {line} must be 'ImageId,<wnid> <box> ...'. "
+                f"Got {','.join(row)!r} instead."
+            )
+        if image_id in out:
+            raise ConfigError(
+                f"The labels file {shown!r} line {line} repeats ImageId {image_id!r} "
+                f"(first on line {first_line[image_id]})."
+            )
+        out[image_id] = tokens[0]
+        first_line[image_id] = line
+    return out
+
+
+def _parse_devkit(text: str, shown: str) -> dict[str, str]:
+    """``image_id -> wnid`` from the devkit's ``ILSVRC2012_validation_ground_truth.txt``.
+
+    Line i (1-based) holds the devkit ``ILSVRC2012_ID`` of ``ILSVRC2012_val_{i:08d}``; devkit ids
+    are mapped to WordNet ids through :func:`imagenet_devkit_ids` (they are not torchvision
+    indices). Trailing blank lines are allowed; a blank line elsewhere would shift every later
+    image, so it raises ConfigError like any other malformed line.
+    """
+    devkit = imagenet_devkit_ids()
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    out: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        value = line.strip()
+        wnid = devkit.get(int(value)) if value.isdigit() else None
+        if wnid is None:
+            raise ConfigError(
+                f"The labels file {shown!r} line {number} must hold a devkit ILSVRC2012_ID "
+                f"(1..{len(devkit)}). Got {line!r} instead."
+            )
+        out[f"ILSVRC2012_val_{number:08d}"] = wnid
+    return out
+
+
+# --------------------------------------------------------------------------- duplicates, subsets
+
+
+def _mark_duplicates(candidates: list[InputRecord]) -> list[InputRecord]:
+    """Turn every file but the first (by URI) of each image_id into an error record."""
+    first: dict[str, str] = {}
+    out = []
+    for rec in sorted(candidates, key=lambda r: r.uri):
+        seen = first.get(rec.image_id)
+        if seen is None:
+            first[rec.image_id] = rec.uri
+        else:
+            rec = dataclasses.replace(rec, error=f"duplicate image_id (also at {seen})")
+        out.append(rec)
+    return out
+
+
+def _subset(
+    candidates: list[InputRecord], data: DataConfig, classes: ClassIndex
+) -> list[InputRecord]:
+    """Apply ``data.classes``, then ``data.per_class``, then ``data.limit``, keeping order."""
+    kept = candidates
+    if data.classes or data.per_class is not None:
+        kept = [r for r in kept if r.label is not None]
+    if data.classes:
+        wanted = {classes.index(c) for c in data.classes}
+        kept = [r for r in kept if r.label in wanted]
+    if data.per_class is not None:
+        counts: Counter[int | None] = Counter()
+        per_class = []
+        for r in kept:
+            if counts[r.label] < data.per_class:
+                counts[r.label] += 1
+                per_class.append(r)
+        kept = per_class
+    if data.limit is not None:
+        kept = kept[: data.limit]
+    return kept
+
+
+def _check_classes(data: DataConfig, classes: ClassIndex) -> None:
+    for c in data.classes:
+        if c not in classes:
+            example = f" such as {classes.ids[0]!r}" if classes.ids else ""
+            raise ConfigError(
+                f"The 'data.classes' field must list classes of {classes.name}{example}. "
+                f"Got {c!r} instead."
+            )

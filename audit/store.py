@@ -1,0 +1,183 @@
+"""The output tables' schemas, the one Parquet writer, and the run manifest.
+
+Layout of a run (``root`` is a local path or any fsspec URL)::
+
+    <root>/<run_id>/manifest.json
+    <root>/<run_id>/<table>/part-00000.parquet, part-00001.parquet, ...
+
+Every table is written with the explicit schema below, so a table with no rows still has one
+(empty) file that readers can open. The schemas are a public contract: docs/tables.md documents
+them, and changing a column is a breaking change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from audit.config import ConfigError
+
+PREDICTIONS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("label", pa.int32()),  # class index; null for unlabeled inputs
+        pa.field("top5_classes", pa.list_(pa.int32()), nullable=False),
+        pa.field("top5_probs", pa.list_(pa.float32()), nullable=False),
+        pa.field("correct_top1", pa.bool_()),  # null for unlabeled inputs
+        pa.field("correct_top5", pa.bool_()),
+        pa.field("loss", pa.float32()),  # cross-entropy against label; null when unlabeled
+        pa.field("embedding", pa.list_(pa.float32())),  # penultimate layer; null if disabled
+    ]
+)
+
+ERRORS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),  # list, read, decode, predict
+        pa.field("reason", pa.string(), nullable=False),
+    ]
+)
+
+METRICS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("scope", pa.string(), nullable=False),  # "all" or a class id (wnid)
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("count", pa.int64(), nullable=False),  # images the value is computed over
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "predictions": PREDICTIONS,
+    "errors": ERRORS,
+    "metrics": METRICS,
+}
+
+MANIFEST = "manifest.json"
+
+
+def run_url(root: str, run_id: str) -> str:
+    return root.rstrip("/") + "/" + run_id
+
+
+class RunStore:
+    """Writes one run's tables and manifest through fsspec.
+
+    Files are written under their final names (``part-NNNNN.parquet``, numbered per table in
+    write order) and recorded in the manifest after they are complete. The manifest is replaced
+    atomically on local disk (write then rename) and written in one PUT elsewhere.
+
+    Args:
+        root: Output root, a local path or fsspec URL.
+        run_id: The run's folder name.
+        storage_options: Passed to fsspec (credentials stay out of the manifest).
+    """
+
+    def __init__(self, root: str, run_id: str, storage_options: Mapping[str, Any] | None = None):
+        self.fs, base = fsspec.core.url_to_fs(root, **dict(storage_options or {}))
+        self.run_id = run_id
+        self.path = base.rstrip("/") + "/" + run_id
+        self._parts: dict[str, int] = {}
+        self.files: dict[str, list[str]] = {name: [] for name in SCHEMAS}
+        self.rows: dict[str, int] = {name: 0 for name in SCHEMAS}
+
+    @property
+    def url(self) -> str:
+        return str(self.fs.unstrip_protocol(self.path))
+
+    def exists(self) -> bool:
+        return bool(self.fs.exists(self.path + "/" + MANIFEST))
+
+    def prepare(self, overwrite: bool) -> None:
+        """Create the run folder; refuse an existing run unless ``overwrite``.
+
+        Raises:
+            ConfigError: the run exists and ``overwrite`` is false.
+        """
+        if self.fs.exists(self.path):
+            if not overwrite and (self.exists() or self.fs.ls(self.path)):
+                raise ConfigError(
+                    f"The output run {self.url!r} already exists: choose another "
+                    "'output.run_id' or set output.overwrite=true to replace it."
+                )
+            self.fs.rm(self.path, recursive=True)
+        self.fs.makedirs(self.path, exist_ok=True)
+
+    def write(self, table: str, data: pa.Table | Mapping[str, Any]) -> str:
+        """Write one Parquet file of ``table`` with its schema; returns its path in the run.
+
+        ``data`` may be a pyarrow Table or a mapping of column name to values; it is cast to the
+        table's schema, so a missing or mistyped column fails here, not in a reader.
+        """
+        schema = SCHEMAS[table]
+        if isinstance(data, pa.Table):
+            arrow = data.select(schema.names).cast(schema)
+        else:
+            arrow = pa.Table.from_pydict(dict(data), schema=schema)
+        part = self._parts.get(table, 0)
+        self._parts[table] = part + 1
+        rel = f"{table}/part-{part:05d}.parquet"
+        full = self.path + "/" + rel
+        self.fs.makedirs(self.path + "/" + table, exist_ok=True)
+        with self.fs.open(full, "wb") as f:
+            pq.write_table(arrow, f, compression="zstd")
+        self.files[table].append(rel)
+        self.rows[table] += arrow.num_rows
+        return rel
+
+    def ensure_tables(self) -> None:
+        """Give every table with no file yet one empty file, so that it can be read."""
+        for name, schema in SCHEMAS.items():
+            if not self.files[name]:
+                self.write(name, schema.empty_table())
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        text = json.dumps(manifest, indent=2, sort_keys=False, default=str)
+        full = self.path + "/" + MANIFEST
+        if isinstance(self.fs, LocalFileSystem):
+            tmp = f"{full}.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, full)
+        else:
+            self.fs.pipe_file(full, text.encode("utf-8"))
+
+
+def read_manifest(run: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read ``<run>/manifest.json``; ``run`` is the run folder's path or URL."""
+    fs, base = fsspec.core.url_to_fs(run, **dict(storage_options or {}))
+    with fs.open(base.rstrip("/") + "/" + MANIFEST, "r", encoding="utf-8") as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+def read_table(run: str, table: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
+    """Read one table of a finished or running run, as listed in its manifest."""
+    fs, base = fsspec.core.url_to_fs(run, **dict(storage_options or {}))
+    manifest = read_manifest(run, storage_options)
+    files = manifest["tables"][table]["files"]
+    base = base.rstrip("/")
+    parts = [pq.read_table(base + "/" + rel, filesystem=fs) for rel in files]
+    if not parts:
+        return SCHEMAS[table].empty_table()
+    return pa.concat_tables(parts)
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,89 @@
+"""Entry point of the audit job: ``python -m ray_jobs.audit --config FILE [--set k=v ...]``.
+
+Runs under ``ray job submit --working-dir . -- python -m ray_jobs.audit ...`` (it joins the
+job's cluster) and on its own (it starts a local Ray when no cluster address is given). It only
+parses, validates and calls :func:`audit.pipeline.run_audit`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from audit.config import AuditConfig, ConfigError, load_config
+
+
+def start_ray(address: str | None = None) -> None:
+    """Connect to ``address`` (or ``$RAY_ADDRESS``), or start a local Ray instance.
+
+    A local instance is started without the dashboard: progress is read from the run manifest.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def format_summary(cfg: AuditConfig, result_manifest: dict, url: str) -> str:
+    """The few lines printed at the end of a run: where, how many, and the error rates."""
+    tables = result_manifest.get("tables", {})
+    pred = result_manifest.get("stages", {}).get("predict", {})
+    lines = [
+        f"run {result_manifest['run_id']}: {result_manifest['state']} -> {url}",
+        f"  model {result_manifest['model']['name']} ({result_manifest['model']['weights']})",
+        f"  inputs {result_manifest['data']['inputs']}: predictions "
+        f"{tables.get('predictions', {}).get('rows', 0)}, errors {tables.get('errors', {}).get('rows', 0)}",
+        f"  predict: {pred.get('seconds', 0):.1f} s, {pred.get('images_per_second') or 0:.1f} images/s",
+    ]
+    for name, value in result_manifest.get("metrics", {}).items():
+        if name.endswith("_error"):
+            lines.append(f"  {name}: {100 * value:.2f} %")
+        else:
+            lines.append(f"  {name}: {value:.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ray_jobs.audit", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--config", help="YAML config file (default: the embedded demo)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one config field, e.g. --set data.limit=100 (repeatable)",
+    )
+    parser.add_argument(
+        "--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from audit.pipeline import run_audit
+
+    start_ray(args.address)
+    try:
+        result = run_audit(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(cfg, result.manifest, result.url))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The CLI and the job entry point, driven as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from audit.store import read_manifest, read_table
+from cli import app
+
+runner = CliRunner()
+REPO = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+def test_run_with_no_arguments_runs_the_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_local: None, demo_cache: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUDIT_CACHE_DIR", demo_cache)
+    result = runner.invoke(app, ["run"])
+    assert result.exit_code == 0, result.output
+    runs = list((tmp_path / "audit-output").iterdir())
+    assert len(runs) == 1
+    run = str(runs[0])
+    m = read_manifest(run)
+    assert m["state"] == "succeeded"
+    preds = read_table(run, "predictions")
+    errors = read_table(run, "errors")
+    metrics = read_table(run, "metrics")
+    assert preds.num_rows + errors.num_rows == m["data"]["inputs"] == 301
+    assert errors.column("image_id").to_pylist() == ["DEMO_val_99999999"]  # the planted broken file
+    top1 = {r["scope"]: r["value"] for r in metrics.to_pylist() if r["name"] == "top1_error"}
+    assert top1["all"] < 0.10
+    assert len(top1) == 11  # overall + 10 digit classes
+    assert "top1_error" in result.output
+
+    status = runner.invoke(app, ["status"])
+    assert status.exit_code == 0, status.output
+    assert "state: succeeded" in status.output and "table predictions: 300 rows" in status.output
+    as_json = runner.invoke(app, ["status", "--json"])
+    assert json.loads(as_json.output)["run_id"] == runs[0].name
+
+
+def test_run_refuses_bad_config_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["run", "--set", "predict.batch_size=0"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: The 'predict.batch_size' field must be an int >= 1. Got 0 instead."
+    ]
+    assert not (tmp_path / "audit-output").exists()
+
+
+def test_unknown_model_lists_valid_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_local: None
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["run", "--set", "model.name=resnet9000"])
+    assert result.exit_code == 1
+    assert (
+        "resnet9000" in result.output
+        and "resnet18" in result.output
+        and "demo_digits" in result.output
+    )
+    assert not (tmp_path / "audit-output").exists()
+
+
+def test_status_of_unknown_run(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["status", "nope", "--output", str(tmp_path)])
+    assert result.exit_code == 1 and "no run 'nope'" in result.output
+    result = runner.invoke(app, ["status", "--output", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "no runs under" in result.output
+
+
+def test_models_lists_registry() -> None:
+    result = runner.invoke(app, ["models"])
+    names = result.output.split()
+    assert {"resnet18", "resnet101", "densenet121", "densenet161", "demo_digits"} <= set(names)
+
+
+def test_job_entrypoint_runs_on_its_own(tmp_path: Path, demo_cache: str) -> None:
+    env = {**os.environ, "AUDIT_CACHE_DIR": demo_cache, "RAY_ADDRESS": ""}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ray_jobs.audit",
+            "--config",
+            str(REPO / "configs" / "demo.yaml"),
+            "--set",
+            "data.limit=40",
+            "--set",
+            f"output.root={tmp_path}",
+            "--set",
+            "output.run_id=job",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run job: succeeded" in proc.stdout
+    m = read_manifest(str(tmp_path / "job"))
+    assert m["tables"]["predictions"]["rows"] + m["tables"]["errors"]["rows"] == 40
+
+
+def test_job_entrypoint_bad_config_exits_2(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ray_jobs.audit", "--set", "data.layout=zip"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: The 'data.layout' field must be one of")

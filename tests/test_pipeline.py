@@ -1,0 +1,232 @@
+"""End-to-end tests of the Ray pass on small folders the tests write themselves."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import torch
+import torchvision
+from conftest import encode, sample_photo, write_odd_and_broken
+from PIL import Image
+from torchvision import transforms
+
+from audit.config import ConfigError, build_config
+from audit.data.classes import imagenet_classes
+from audit.data.decode import IMAGENET_MEAN, IMAGENET_STD
+from audit.model_actor import decode_batch
+from audit.models import load_model
+from audit.pipeline import run_audit
+from audit.store import read_manifest, read_table
+
+PHOTOS_BY_CLASS = {
+    "n01440764": ["astronaut", "chelsea", "coffee"],
+    "n01443537": ["rocket", "camera", "hubble_deep_field"],
+}
+REFERENCE = transforms.Compose(
+    [
+        transforms.Resize(256),
+        transforms.CenterCrop(224),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ]
+)
+
+
+def write_imagefolder(root: Path) -> dict[str, str]:
+    """ImageNet class folders with real photos, odd and broken files, and an unknown class.
+
+    Returns image_id -> expected outcome: ``ok``, ``error``, or ``list-error``.
+    """
+    expected: dict[str, str] = {}
+    n = 1
+    for wnid, names in PHOTOS_BY_CLASS.items():
+        (root / wnid).mkdir(parents=True)
+        for name in names:
+            image_id = f"ILSVRC2012_val_{n:08d}"
+            (root / wnid / f"{image_id}.JPEG").write_bytes(encode(sample_photo(name)))
+            expected[image_id] = "ok"
+            n += 1
+    for name, kind in write_odd_and_broken(root / "n01484850").items():
+        expected[name.rsplit(".", 1)[0]] = kind
+    (root / "n99999999").mkdir()
+    (root / "n99999999" / "ILSVRC2012_val_00000300.JPEG").write_bytes(
+        encode(sample_photo("coffee"))
+    )
+    expected["ILSVRC2012_val_00000300"] = "list-error"
+    return expected
+
+
+def reference_predictions(state_dict: dict, paths: dict[str, Path], labels: dict[str, int]) -> dict:
+    """A plain torchvision loop: PIL -> standard transform -> resnet18 -> softmax."""
+    net = torchvision.models.resnet18()
+    net.load_state_dict(state_dict)
+    net.eval()
+    feats: list[torch.Tensor] = []
+    net.fc.register_forward_hook(lambda m, i, o: feats.append(i[0]))
+    out = {}
+    with torch.no_grad():
+        for image_id, path in paths.items():
+            with Image.open(path) as img:
+                x = REFERENCE(img.convert("RGB")).unsqueeze(0)
+            logits = net(x)
+            p = torch.softmax(logits, 1)[0]
+            top_p, top_c = p.topk(5)
+            loss = torch.nn.functional.cross_entropy(logits, torch.tensor([labels[image_id]]))
+            out[image_id] = (top_c.numpy(), top_p.numpy(), float(loss), feats[-1][0].numpy())
+    return out
+
+
+def test_imagefolder_end_to_end_matches_plain_loop(tmp_path: Path, ray_local: None) -> None:
+    expected = write_imagefolder(tmp_path / "val")
+    cfg = build_config(
+        {
+            "data": {"source": str(tmp_path / "val")},
+            "model": {"name": "resnet18", "weights": "random", "seed": 3},
+            "predict": {"batch_size": 4},
+            "output": {"root": str(tmp_path / "out"), "run_id": "e2e", "rows_per_file": 5},
+        }
+    )
+    result = run_audit(cfg)
+    run = str(tmp_path / "out" / "e2e")
+    preds = read_table(run, "predictions").to_pylist()
+    errors = read_table(run, "errors").to_pylist()
+    metrics = read_table(run, "metrics").to_pylist()
+
+    # every input exactly once, in the table its kind says
+    seen = [r["image_id"] for r in preds] + [r["image_id"] for r in errors]
+    assert sorted(seen) == sorted(expected)
+    assert {r["image_id"] for r in preds} == {k for k, v in expected.items() if v == "ok"}
+    stages = {r["image_id"]: r["stage"] for r in errors}
+    assert stages["ILSVRC2012_val_00000300"] == "list"
+    assert {k for k, v in stages.items() if v == "decode"} == {
+        k for k, v in expected.items() if v == "error"
+    }
+    assert all(r["reason"] for r in errors)
+    m = read_manifest(run)
+    assert m["state"] == "succeeded" and m["data"]["layout"] == "imagefolder"
+    assert (
+        m["tables"]["predictions"]["rows"] == len(preds)
+        and len(m["tables"]["predictions"]["files"]) >= 2
+    )
+    assert result.manifest["tables"]["errors"]["rows"] == len(errors)
+
+    # predictions equal an independent plain loop over the same files and weights
+    classes = imagenet_classes()
+    state = load_model(cfg.model).module.net.state_dict()
+    paths = {r["image_id"]: Path(r["uri"].removeprefix("file://")) for r in preds}
+    labels = {r["image_id"]: r["label"] for r in preds}
+    for image_id, path in paths.items():
+        assert labels[image_id] == classes.index(path.parent.name)
+    ref = reference_predictions(state, paths, labels)
+    for r in preds:
+        top_c, top_p, loss, emb = ref[r["image_id"]]
+        np.testing.assert_array_equal(r["top5_classes"], top_c)
+        np.testing.assert_allclose(r["top5_probs"], top_p, rtol=1e-4, atol=1e-6)
+        assert r["loss"] == pytest.approx(loss, rel=1e-4, abs=1e-5)
+        np.testing.assert_allclose(r["embedding"], emb, rtol=1e-4, atol=1e-5)
+        assert r["correct_top1"] == (top_c[0] == r["label"])
+        assert r["correct_top5"] == (r["label"] in top_c)
+        assert r["model"] == "resnet18" and r["run_id"] == "e2e"
+
+    # metrics equal a brute-force count over the predictions table
+    got = {(m["name"], m["scope"]): m["value"] for m in metrics}
+    top1 = sum(not r["correct_top1"] for r in preds) / len(preds)
+    assert got[("top1_error", "all")] == pytest.approx(top1)
+    for wnid in {classes.ids[r["label"]] for r in preds}:
+        members = [r for r in preds if classes.ids[r["label"]] == wnid]
+        e5 = sum(not r["correct_top5"] for r in members) / len(members)
+        assert got[("top5_error", wnid)] == pytest.approx(e5)
+
+
+def _flat_folder(root: Path, n: int) -> list[str]:
+    root.mkdir(parents=True)
+    names = ["astronaut", "chelsea", "coffee", "rocket", "camera"]
+    ids = []
+    for i in range(1, n + 1):
+        image_id = f"ILSVRC2012_val_{i:08d}"
+        (root / f"{image_id}.JPEG").write_bytes(encode(sample_photo(names[i % len(names)])))
+        ids.append(image_id)
+    return ids
+
+
+@pytest.mark.parametrize("layout", ["kaggle", "devkit", "unlabeled"])
+def test_flat_layouts_end_to_end(tmp_path: Path, ray_local: None, layout: str) -> None:
+    shared = Path(__file__).parents[2] / "shared" / "data"
+    truth = (shared / "derived" / "val_ground_truth.csv").read_text().splitlines()[1:]
+    ids = _flat_folder(tmp_path / "val", 4)
+    expected_labels = {row.split(",")[0][:-5]: int(row.split(",")[1]) for row in truth[:4]}
+    if layout == "kaggle":
+        lines = ["ImageId,PredictionString"] + [
+            f"{row.split(',')[0][:-5]},{row.split(',')[2]} 1 2 3 4" for row in truth[:4]
+        ]
+        (tmp_path / "val" / "LOC_val_solution.csv").write_text("\n".join(lines) + "\n")
+    elif layout == "devkit":
+        gt = (shared / "ilsvrc2012-devkit" / "ILSVRC2012_validation_ground_truth.txt").read_text()
+        (tmp_path / "val" / "ILSVRC2012_validation_ground_truth.txt").write_text(gt)
+    cfg = build_config(
+        {
+            "data": {"source": str(tmp_path / "val"), "layout": "auto"},
+            "model": {"name": "resnet18", "weights": "random"},
+            "predict": {"embeddings": False},
+            "output": {"root": str(tmp_path / "out"), "run_id": layout},
+        }
+    )
+    run_audit(cfg)
+    run = str(tmp_path / "out" / layout)
+    assert read_manifest(run)["data"]["layout"] == layout
+    preds = read_table(run, "predictions")
+    assert sorted(preds.column("image_id").to_pylist()) == ids
+    assert preds.column("embedding").null_count == len(ids)
+    got = dict(
+        zip(preds.column("image_id").to_pylist(), preds.column("label").to_pylist(), strict=True)
+    )
+    if layout == "unlabeled":
+        assert set(got.values()) == {None}
+        assert preds.column("correct_top1").null_count == len(ids)
+        assert preds.column("loss").null_count == len(ids)
+        assert read_table(run, "metrics").num_rows == 0
+    else:
+        assert got == expected_labels
+        assert pc.sum(preds.column("loss").is_null()).as_py() == 0
+
+
+def test_decode_batch_turns_vanished_file_into_read_error(tmp_path: Path) -> None:
+    good = tmp_path / "a.JPEG"
+    good.write_bytes(encode(sample_photo("rocket")))
+    batch = {
+        "image_id": np.array(["a", "gone"], dtype=object),
+        "uri": np.array([str(good), str(tmp_path / "gone.JPEG")], dtype=object),
+        "label": np.array([1, 2]),
+    }
+    out = decode_batch(batch, max_pixels=10**8)
+    assert list(out["error"][:1]) == [""] and out["stage"][1] == "read"
+    assert out["image"].shape == (2, 224, 224, 3) and out["image"][0].any()
+
+
+def test_existing_run_refused_before_any_work(tmp_path: Path, ray_local: None) -> None:
+    root = tmp_path / "out"
+    (root / "r1").mkdir(parents=True)
+    (root / "r1" / "manifest.json").write_text('{"run_id": "r1"}')
+    cfg = build_config(
+        {"data": {"source": str(tmp_path / "nope")}, "output": {"root": str(root), "run_id": "r1"}}
+    )
+    with pytest.raises(ConfigError, match="already exists"):
+        run_audit(cfg)
+
+
+def test_demo_source_needs_demo_model(tmp_path: Path, ray_local: None) -> None:
+    cfg = build_config(
+        {"model": {"name": "resnet18", "weights": "random"}, "output": {"root": str(tmp_path)}}
+    )
+    with pytest.raises(ConfigError, match="demo_digits"):
+        run_audit(cfg)
+
+
+def test_image_bytes_roundtrip_helper() -> None:
+    # guards the fixture itself: encode() really produces the format asked for
+    with Image.open(io.BytesIO(encode(sample_photo("camera"), "PNG"))) as img:
+        assert img.format == "PNG"
