@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from audit.config import ModelConfig
 from audit.data.decode import CROP, ImageLoadError, load_image
-from audit.models import load_model
+from audit.models import AuditModel
 from audit.stages.predict import Predictions, predict
 
 log = logging.getLogger(__name__)
@@ -70,9 +69,11 @@ class ModelActor:
     """Holds one model on one device and predicts batches of decoded images.
 
     Args:
-        model_cfg: Which architecture to build; its weights come from ``state_dict_ref``.
-        state_dict_ref: An object-store reference to the state dict the driver loaded, so every
-            actor runs exactly the weights the driver validated, with no per-node weight cache.
+        model_ref: An object-store reference to the :class:`~audit.models.AuditModel` the driver
+            loaded and validated, so every actor runs exactly those weights and that
+            architecture set-up, and worker nodes need no weight cache.
+        num_classes: Outputs of the model (top-k is ``min(5, num_classes)``).
+        embedding_dim: Size of the penultimate embedding.
         device: ``cuda`` or ``cpu``.
         bf16: Autocast to bfloat16 on CUDA.
         embeddings: Store penultimate-layer embeddings.
@@ -82,8 +83,9 @@ class ModelActor:
 
     def __init__(
         self,
-        model_cfg: ModelConfig,
-        state_dict_ref: Any,
+        model_ref: Any,
+        num_classes: int,
+        embedding_dim: int,
         device: str,
         bf16: bool,
         embeddings: bool,
@@ -94,16 +96,14 @@ class ModelActor:
         if device == "cpu":
             torch.set_num_threads(cpu_threads or os.cpu_count() or 1)
         self.device = torch.device(device)
-        state = (
-            ray.get(state_dict_ref) if isinstance(state_dict_ref, ray.ObjectRef) else state_dict_ref
+        model: AuditModel = (
+            ray.get(model_ref) if isinstance(model_ref, ray.ObjectRef) else model_ref
         )
-        loaded = load_model(ModelConfig(name=model_cfg.name, weights="random", seed=0))
-        loaded.module.load_state_dict(state)
-        self.model = loaded.module.to(self.device).eval()
+        self.model = model.to(self.device).eval()
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.k = min(5, len(loaded.classes))
-        self.dim = loaded.embedding_dim if embeddings else 0
+        self.k = min(5, num_classes)
+        self.dim = embedding_dim if embeddings else 0
         self.bf16 = bf16
         self.embeddings = embeddings
 

@@ -354,11 +354,13 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
         device,
         num_actors,
     )
+    if progress is not None:
+        progress(0, state.total)
     try:
         if listing.records:
             ctx = DataContext.get_current()
             ctx.enable_progress_bars = progress is None
-            state_ref = ray.put({k: v.cpu() for k, v in model.module.state_dict().items()})
+            model_ref = ray.put(model.module)
             items = [
                 {"image_id": r.image_id, "uri": r.uri, "label": -1 if r.label is None else r.label}
                 for r in listing.records
@@ -383,8 +385,9 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
             ds = ds.map_batches(
                 ModelActor,
                 fn_constructor_kwargs={
-                    "model_cfg": cfg.model,
-                    "state_dict_ref": state_ref,
+                    "model_ref": model_ref,
+                    "num_classes": len(model.classes),
+                    "embedding_dim": model.embedding_dim,
                     "device": device,
                     "bf16": cfg.predict.bf16,
                     "embeddings": cfg.predict.embeddings,

@@ -29,6 +29,8 @@ def start_ray(address: str | None = None) -> None:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
         ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    import ray.data  # configures Ray Data's loggers on import; quiet them afterwards
+
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
