@@ -1,6 +1,6 @@
 """Tests for audit.data.layouts: every layout, auto-detection, listing errors and subsets.
 
-Labels are checked against the independent reference in /work/shared/data (filename order ground
+Labels are checked against the independent reference in ../shared/data (filename order ground
 truth built from cleanlab's ImageFolder files, and the official devkit ground-truth file).
 """
 
@@ -15,12 +15,13 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from conftest import SHARED_DATA
 
 from audit.config import ConfigError, DataConfig, Layout, build_config
 from audit.data.classes import ClassIndex, imagenet_classes
 from audit.data.layouts import InputRecord, Listing, list_inputs, resolve_layout
 
-SHARED = Path("/work/shared/data")
+SHARED = SHARED_DATA
 REF_CSV = SHARED / "derived" / "val_ground_truth.csv"
 DEVKIT_GT = SHARED / "ilsvrc2012-devkit" / "ILSVRC2012_validation_ground_truth.txt"
 N_REF = 300

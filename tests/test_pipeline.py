@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pytest
 import torch
 import torchvision
-from conftest import encode, sample_photo, write_odd_and_broken
+from conftest import SHARED_DATA, encode, sample_photo, write_odd_and_broken
 from PIL import Image
 from torchvision import transforms
 
@@ -155,7 +155,7 @@ def _flat_folder(root: Path, n: int) -> list[str]:
 
 @pytest.mark.parametrize("layout", ["kaggle", "devkit", "unlabeled"])
 def test_flat_layouts_end_to_end(tmp_path: Path, ray_local: None, layout: str) -> None:
-    shared = Path(__file__).parents[2] / "shared" / "data"
+    shared = SHARED_DATA
     truth = (shared / "derived" / "val_ground_truth.csv").read_text().splitlines()[1:]
     ids = _flat_folder(tmp_path / "val", 4)
     expected_labels = {row.split(",")[0][:-5]: int(row.split(",")[1]) for row in truth[:4]}
