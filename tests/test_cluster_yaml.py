@@ -20,5 +20,5 @@ def test_cluster_yaml_is_valid() -> None:
 def test_validation_can_fail() -> None:
     cfg = yaml.safe_load(CLUSTER.read_text())
     cfg["available_node_types"]["gpu_worker"]["min_workers"] = "lots"
-    with pytest.raises(Exception, match="lots|min_workers"):
+    with pytest.raises(Exception, match=r"lots|min_workers"):
         validate_config(prepare_config(cfg))
