@@ -301,13 +301,14 @@ def prepare(cfg: AuditConfig) -> tuple[LoadedModel, DataConfig, Listing, float]:
         ConfigError: with a one-line reason.
     """
     check_model_config(cfg.model)
+    if cfg.data.is_demo and cfg.model.name != "demo_digits":
+        raise ConfigError(
+            f"The 'data.source' field is 'demo' (handwritten digits) but model "
+            f"{cfg.model.name!r} predicts other classes; use model.name=demo_digits or point "
+            "data.source at images."
+        )
     model = load_model(cfg.model)
     data = resolve_data(cfg.data)
-    if cfg.data.is_demo and model.classes.name != "digits":
-        raise ConfigError(
-            f"The 'data.source' field is 'demo' (handwritten digits) but model {model.name!r} "
-            "predicts ImageNet classes; use model.name=demo_digits or point data.source at images."
-        )
     t0 = time.time()
     listing = list_inputs(data, model.classes)
     return model, data, listing, time.time() - t0
