@@ -113,6 +113,7 @@ def status(
 ) -> None:
     """Print a run's state: stages, rows per table, errors, metrics."""
     from audit.store import read_manifest
+    from ray_jobs.audit import format_metrics
 
     folder = _find_run(run, output)
     try:
@@ -138,12 +139,8 @@ def status(
         typer.echo(f"  stage {name}: {st.get('state')}{extra}")
     for name, t in m.get("tables", {}).items():
         typer.echo(f"  table {name}: {t['rows']} rows in {len(t['files'])} files")
-    for name, value in m.get("metrics", {}).items():
-        typer.echo(
-            f"  {name}: {100 * value:.2f} %"
-            if name.endswith("_error")
-            else f"  {name}: {value:.4f}"
-        )
+    for line in format_metrics(m.get("metrics", {})):
+        typer.echo(line)
     if m.get("error"):
         typer.echo(f"  error: {m['error']}")
 

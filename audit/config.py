@@ -42,6 +42,20 @@ class Device(str, Enum):
     CUDA = "cuda"
 
 
+class Norm(str, Enum):
+    """Which IFGSM step: the sign of the gradient (L-infinity) or the L2-normalised gradient."""
+
+    LINF = "linf"
+    L2 = "l2"
+
+
+class AttackTarget(str, Enum):
+    """What the attack's loss is taken against, and what a flip means."""
+
+    LABEL = "label"  # the ground-truth label (the paper); unlabeled images use their prediction
+    PREDICTION = "prediction"  # the clean top-1 prediction
+
+
 DEMO_SOURCE = "demo"
 # PIL's own threshold for DecompressionBombWarning; larger images are refused as bombs.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -122,6 +136,28 @@ class PredictConfig:
 
 
 @dataclass(frozen=True)
+class AttackConfig:
+    """Iterative FGSM step counting (Stock & Cisse 2018, section 3.2), inside the model actor.
+
+    Attributes:
+        enabled: Run the attack and write the ``adversarial`` table.
+        eps_step: Step size in [0, 1] pixel space (the paper: 0.001).
+        max_steps: M, the most steps tried (the paper: 10).
+        norm: ``linf`` (x + eps * sign(grad)) or ``l2`` (x + eps * grad / ||grad||_2).
+        target: ``label`` (cross-entropy against the ground truth) or ``prediction``.
+        keep_images: Store each adversarial image (8-bit PNG, lossless) in the table, with
+            whether the stored, rounded image still flips.
+    """
+
+    enabled: bool = True
+    eps_step: float = 0.001
+    max_steps: int = 10
+    norm: Norm = Norm.LINF
+    target: AttackTarget = AttackTarget.LABEL
+    keep_images: bool = False
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Where the tables go: ``<root>/<run_id>/<table>/*.parquet`` and ``manifest.json``.
 
@@ -147,6 +183,7 @@ class AuditConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,6 +203,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
     "predict": PredictConfig,
+    "attack": AttackConfig,
     "output": OutputConfig,
 }
 
@@ -270,7 +308,7 @@ def _check_min(path: str, value: int | None, low: int) -> None:
 
 def validate(cfg: AuditConfig) -> AuditConfig:
     """Cross-field and range checks; returns ``cfg`` unchanged or raises ConfigError."""
-    d, m, p, o = cfg.data, cfg.model, cfg.predict, cfg.output
+    d, m, p, a, o = cfg.data, cfg.model, cfg.predict, cfg.attack, cfg.output
     if isinstance(d.source, str) and not d.source.strip():
         raise ConfigError(
             "The 'data.source' field must be a non-empty path or URL. Got '' instead."
@@ -306,6 +344,14 @@ def validate(cfg: AuditConfig) -> AuditConfig:
     _check_min("predict.batch_size", p.batch_size, 1)
     _check_min("predict.num_actors", p.num_actors, 1)
     _check_min("predict.cpu_threads", p.cpu_threads, 1)
+    if not 0.0 < a.eps_step <= 1.0:
+        raise ConfigError(
+            f"The 'attack.eps_step' field must be a float in (0, 1]. Got {a.eps_step!r} instead."
+        )
+    if not 1 <= a.max_steps <= 10_000:
+        raise ConfigError(
+            f"The 'attack.max_steps' field must be an int in [1, 10000]. Got {a.max_steps!r} instead."
+        )
     if not o.root.strip():
         raise ConfigError(
             "The 'output.root' field must be a non-empty path or URL. Got '' instead."

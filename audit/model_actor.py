@@ -5,8 +5,11 @@ Rows flow through the pass as numpy batches with these columns:
 - after :func:`decode_batch`: ``image_id``, ``uri``, ``label`` (int64, -1 unknown), ``image``
   (``(n, 224, 224, 3) uint8``, zeros where decoding failed), ``error`` (str, ``""`` when fine),
   ``stage`` (str, where it failed);
-- after :class:`ModelActor`: the same without ``image``, plus the prediction columns
-  (see :data:`PREDICTION_COLUMNS`). Rows whose ``error`` is set carry zeros there.
+- after :class:`ModelActor`: the same without ``image``, plus ``top5_classes``, ``top5_probs``,
+  ``correct_top1``, ``correct_top5``, ``loss``, ``embedding`` (when kept), and with the attack on
+  ``target``, ``steps_to_flip`` (-1 = never), ``adv_class``, ``adv_prob``, ``linf``, ``l2``
+  (and ``stored_flips``, ``image_png`` when adversarial images are kept). Rows whose ``error`` is
+  set carry zeros there.
 
 Errors travel with the data instead of being raised, so one bad file never fails a batch and
 every input comes out exactly once.
@@ -22,20 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from audit.config import AttackConfig, AttackTarget
 from audit.data.decode import CROP, ImageLoadError, load_image
 from audit.models import AuditModel
-from audit.stages.predict import Predictions, predict
+from audit.stages.attack import attack_columns
+from audit.stages.predict import predict
 
 log = logging.getLogger(__name__)
-
-PREDICTION_COLUMNS = (
-    "top5_classes",
-    "top5_probs",
-    "correct_top1",
-    "correct_top5",
-    "loss",
-    "embedding",
-)
 
 
 def decode_batch(
@@ -79,6 +75,7 @@ class ModelActor:
         embeddings: Store penultimate-layer embeddings.
         cpu_threads: Torch intra-op threads on CPU; None means the node's CPU count (Ray sets
             ``OMP_NUM_THREADS`` to the actor's CPU reservation otherwise).
+        attack: IFGSM step counting on the same decoded images; None or disabled skips it.
     """
 
     def __init__(
@@ -90,6 +87,7 @@ class ModelActor:
         bf16: bool,
         embeddings: bool,
         cpu_threads: int | None = None,
+        attack: AttackConfig | None = None,
     ) -> None:
         import ray
 
@@ -106,9 +104,11 @@ class ModelActor:
         self.dim = embedding_dim if embeddings else 0
         self.bf16 = bf16
         self.embeddings = embeddings
+        self.attack = attack or AttackConfig(enabled=False)
 
-    def _predict(self, images: np.ndarray, labels: np.ndarray) -> Predictions:
-        return predict(
+    def _process(self, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """Every stage on decoded images; returns their output columns."""
+        p = predict(
             self.model,
             images,
             labels,
@@ -116,30 +116,51 @@ class ModelActor:
             bf16=self.bf16,
             embeddings=self.embeddings,
         )
+        cols: dict[str, np.ndarray] = {
+            "top5_classes": p.top5_classes,
+            "top5_probs": p.top5_probs,
+            "correct_top1": p.correct_top1,
+            "correct_top5": p.correct_top5,
+            "loss": p.loss,
+        }
+        if p.embedding is not None and self.dim:
+            cols["embedding"] = p.embedding
+        if self.attack.enabled:
+            labels = np.asarray(labels, dtype=np.int64)
+            clean = p.top5_classes[:, 0].astype(np.int64)
+            use_label = (labels >= 0) & (self.attack.target is AttackTarget.LABEL)
+            targets = np.where(use_label, labels, clean)
+            cols["target"] = targets.astype(np.int32)
+            cols.update(
+                attack_columns(
+                    self.model,
+                    images,
+                    targets,
+                    eps_step=self.attack.eps_step,
+                    max_steps=self.attack.max_steps,
+                    norm=self.attack.norm.value,
+                    device=self.device,
+                    bf16=self.bf16,
+                    keep_images=self.attack.keep_images,
+                )
+            )
+        return cols
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["image_id"])
         errors = np.asarray(batch["error"], dtype=object).copy()
         stages = np.asarray(batch["stage"], dtype=object).copy()
-        out: dict[str, np.ndarray] = {
-            "top5_classes": np.zeros((n, self.k), dtype=np.int32),
-            "top5_probs": np.zeros((n, self.k), dtype=np.float32),
-            "correct_top1": np.zeros(n, dtype=bool),
-            "correct_top5": np.zeros(n, dtype=bool),
-            "loss": np.full(n, np.nan, dtype=np.float32),
-        }
-        if self.dim:
-            out["embedding"] = np.zeros((n, self.dim), dtype=np.float32)
+        out: dict[str, np.ndarray] = {}
         ok = np.flatnonzero(errors == "")
         if len(ok):
             try:
-                self._fill(out, ok, self._predict(batch["image"][ok], batch["label"][ok]))
+                self._fill(out, n, ok, self._process(batch["image"][ok], batch["label"][ok]))
             except Exception:  # retry one by one so that only the culprit becomes an error row
-                log.exception("prediction failed on a batch of %d; retrying per image", len(ok))
+                log.exception("the model failed on a batch of %d; retrying per image", len(ok))
                 for i in ok:
                     try:
-                        one = self._predict(batch["image"][i : i + 1], batch["label"][i : i + 1])
-                        self._fill(out, np.array([i]), one)
+                        one = self._process(batch["image"][i : i + 1], batch["label"][i : i + 1])
+                        self._fill(out, n, np.array([i]), one)
                     except Exception as exc:
                         errors[i], stages[i] = f"{type(exc).__name__}: {exc}", "predict"
         return {
@@ -148,15 +169,46 @@ class ModelActor:
             "label": batch["label"],
             "error": errors,
             "stage": stages,
-            **out,
+            **self._complete(out, n),
         }
 
-    @staticmethod
-    def _fill(out: dict[str, np.ndarray], rows: np.ndarray, p: Predictions) -> None:
-        out["top5_classes"][rows] = p.top5_classes
-        out["top5_probs"][rows] = p.top5_probs
-        out["correct_top1"][rows] = p.correct_top1
-        out["correct_top5"][rows] = p.correct_top5
-        out["loss"][rows] = p.loss
-        if p.embedding is not None and "embedding" in out:
-            out["embedding"][rows] = p.embedding
+    def _fill(
+        self, out: dict[str, np.ndarray], n: int, rows: np.ndarray, cols: dict[str, np.ndarray]
+    ) -> None:
+        """Scatter ``cols`` (one entry per row in ``rows``) into ``n``-row output columns."""
+        for name, values in cols.items():
+            if name not in out:
+                out[name] = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
+            out[name][rows] = values
+
+    def _complete(self, out: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        """Every output column, also when no row of the batch reached the model."""
+        shapes: dict[str, tuple[tuple[int, ...], Any]] = {
+            "top5_classes": ((self.k,), np.int32),
+            "top5_probs": ((self.k,), np.float32),
+            "correct_top1": ((), bool),
+            "correct_top5": ((), bool),
+            "loss": ((), np.float32),
+        }
+        if self.dim:
+            shapes["embedding"] = ((self.dim,), np.float32)
+        if self.attack.enabled:
+            shapes.update(
+                {
+                    "target": ((), np.int32),
+                    "steps_to_flip": ((), np.int16),
+                    "adv_class": ((), np.int32),
+                    "adv_prob": ((), np.float32),
+                    "linf": ((), np.float32),
+                    "l2": ((), np.float32),
+                }
+            )
+            if self.attack.keep_images:
+                shapes["stored_flips"] = ((), bool)
+                shapes["image_png"] = ((), object)
+        for name, (shape, dtype) in shapes.items():
+            if name not in out:
+                out[name] = np.zeros((n, *shape), dtype=dtype)
+                if dtype is object:
+                    out[name][:] = b""
+        return out

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from audit.config import AuditConfig, ConfigError, DataConfig, Device, Layout
 from audit.data.layouts import Listing, list_inputs
-from audit.metrics import ErrorCounter
+from audit.metrics import AttackCounter, ErrorCounter
 from audit.model_actor import ModelActor, decode_batch
 from audit.models import LoadedModel, check_model_config, load_model
 from audit.store import ERRORS, RunStore, utc_now
@@ -148,10 +148,14 @@ class _Pass:
         self.listing = listing
         self.store = RunStore(cfg.output.root, run_id, cfg.output.storage_options)
         self.counter = ErrorCounter(len(model.classes))
+        self.attack_counter = (
+            AttackCounter(len(model.classes), cfg.attack.max_steps) if cfg.attack.enabled else None
+        )
         size = cfg.output.rows_per_file
         on_file = lambda: self.write_manifest("running")  # noqa: E731
         self.predictions = _TableBuffer(self.store, "predictions", size, on_file)
         self.errors = _TableBuffer(self.store, "errors", size, on_file)
+        self.adversarial = _TableBuffer(self.store, "adversarial", size, on_file)
         self.done = 0
         self.total = len(listing.records)
         self.started = time.time()
@@ -200,6 +204,37 @@ class _Pass:
             }
         )
         self.predictions.append(table)
+        if self.attack_counter is not None:
+            self._add_adversarial(b, labels)
+
+    def _add_adversarial(self, b: dict[str, np.ndarray], labels: np.ndarray) -> None:
+        n = len(labels)
+        steps = np.asarray(b["steps_to_flip"], dtype=np.int16)
+        if self.attack_counter is not None:
+            self.attack_counter.update(labels, b["adv_class"], steps)
+        kept = "image_png" in b
+        self.adversarial.append(
+            pa.table(
+                {
+                    "run_id": pa.array([self.run_id] * n, pa.string()),
+                    "model": pa.array([self.model.name] * n, pa.string()),
+                    "image_id": pa.array([str(x) for x in b["image_id"]], pa.string()),
+                    "label": pa.array(labels, pa.int32(), mask=labels < 0),
+                    "target": pa.array(b["target"], pa.int32()),
+                    "steps_to_flip": pa.array(steps, pa.int16(), mask=steps < 0),
+                    "adv_class": pa.array(b["adv_class"], pa.int32()),
+                    "adv_prob": pa.array(b["adv_prob"], pa.float32()),
+                    "linf": pa.array(b["linf"], pa.float32()),
+                    "l2": pa.array(b["l2"], pa.float32()),
+                    "stored_flips": pa.array(b["stored_flips"], pa.bool_())
+                    if kept
+                    else pa.nulls(n, pa.bool_()),
+                    "image_png": pa.array(list(b["image_png"]), pa.binary())
+                    if kept
+                    else pa.nulls(n, pa.binary()),
+                }
+            )
+        )
 
     def add_errors(
         self, ids: list[str], uris: list[str], stages: list[str], reasons: list[str]
@@ -220,6 +255,7 @@ class _Pass:
     def flush(self) -> None:
         self.predictions.flush()
         self.errors.flush()
+        self.adversarial.flush()
 
     # --- manifest -----------------------------------------------------------------------
     def write_manifest(self, state: str, error: str | None = None) -> None:
@@ -393,6 +429,7 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
                     "bf16": cfg.predict.bf16,
                     "embeddings": cfg.predict.embeddings,
                     "cpu_threads": cfg.predict.cpu_threads,
+                    "attack": cfg.attack,
                 },
                 batch_size=cfg.predict.batch_size,
                 batch_format="numpy",
@@ -406,6 +443,8 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
                     progress(state.done, state.total)
         state.flush()
         metrics = state.counter.rows(model.classes)
+        if state.attack_counter is not None:
+            metrics += state.attack_counter.rows(model.classes)
         if metrics:
             state.store.write(
                 "metrics",

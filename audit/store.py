@@ -52,6 +52,23 @@ ERRORS = pa.schema(
     ]
 )
 
+ADVERSARIAL = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("label", pa.int32()),  # null for unlabeled inputs
+        pa.field("target", pa.int32(), nullable=False),  # the class the attack moves away from
+        pa.field("steps_to_flip", pa.int16()),  # 0 wrong before, 1..M, null = never flipped
+        pa.field("adv_class", pa.int32(), nullable=False),
+        pa.field("adv_prob", pa.float32(), nullable=False),
+        pa.field("linf", pa.float32(), nullable=False),
+        pa.field("l2", pa.float32(), nullable=False),
+        pa.field("stored_flips", pa.bool_()),  # null unless attack.keep_images
+        pa.field("image_png", pa.binary()),  # null unless attack.keep_images
+    ]
+)
+
 METRICS = pa.schema(
     [
         pa.field("run_id", pa.string(), nullable=False),
@@ -66,6 +83,7 @@ METRICS = pa.schema(
 SCHEMAS: dict[str, pa.Schema] = {
     "predictions": PREDICTIONS,
     "errors": ERRORS,
+    "adversarial": ADVERSARIAL,
     "metrics": METRICS,
 }
 

@@ -45,12 +45,23 @@ def format_summary(cfg: AuditConfig, result_manifest: dict, url: str) -> str:
         f"{tables.get('predictions', {}).get('rows', 0)}, errors {tables.get('errors', {}).get('rows', 0)}",
         f"  predict: {pred.get('seconds', 0):.1f} s, {pred.get('images_per_second') or 0:.1f} images/s",
     ]
-    for name, value in result_manifest.get("metrics", {}).items():
-        if name.endswith("_error"):
+    lines += format_metrics(result_manifest.get("metrics", {}))
+    return "\n".join(lines)
+
+
+def format_metrics(metrics: dict[str, float]) -> list[str]:
+    """Overall metrics as lines: error rates and accuracies in %, the step histogram on one line."""
+    lines, hist = [], []
+    for name, value in metrics.items():
+        if name.startswith("steps_to_flip_"):
+            hist.append(f"{name.removeprefix('steps_to_flip_')}: {100 * value:.1f}%")
+        elif name.endswith(("_error", "_accuracy")):
             lines.append(f"  {name}: {100 * value:.2f} %")
         else:
             lines.append(f"  {name}: {value:.4f}")
-    return "\n".join(lines)
+    if hist:
+        lines.append("  steps_to_flip: " + ", ".join(hist))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

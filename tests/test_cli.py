@@ -8,9 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
+import torch
+from test_attack import reference_loop
 from typer.testing import CliRunner
 
+from audit.config import ModelConfig
+from audit.data.decode import load_image
+from audit.models import load_model
+from audit.stages.attack import NEVER
 from audit.store import read_manifest, read_table
 from cli import app
 
@@ -44,12 +52,33 @@ def test_run_with_no_arguments_runs_the_demo(
     assert top1["all"] < 0.10
     assert len(top1) == 11  # overall + 10 digit classes
     assert "top1_error" in result.output
+    assert "adv_top1_accuracy" in result.output and "steps_to_flip: 0:" in result.output
+    check_adversarial_against_reference(run, preds)
 
     status = runner.invoke(app, ["status"])
     assert status.exit_code == 0, status.output
     assert "state: succeeded" in status.output and "table predictions: 300 rows" in status.output
     as_json = runner.invoke(app, ["status", "--json"])
     assert json.loads(as_json.output)["run_id"] == runs[0].name
+
+
+def check_adversarial_against_reference(run: str, preds: pa.Table) -> None:
+    """The actor's step counts equal the plain reference loop run here on the same crops."""
+    adv = read_table(run, "adversarial").to_pylist()
+    assert sorted(r["image_id"] for r in adv) == sorted(preds.column("image_id").to_pylist())
+    uris = dict(
+        zip(preds.column("image_id").to_pylist(), preds.column("uri").to_pylist(), strict=True)
+    )
+    model = load_model(ModelConfig(name="demo_digits")).module
+    adv = sorted(adv, key=lambda r: r["image_id"])[:120]  # a slice keeps the test quick
+    images = np.stack([load_image(uris[r["image_id"]], 10**8) for r in adv])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    y = torch.tensor([r["target"] for r in adv])
+    steps, _, cls, _ = reference_loop(model, x, y, 0.001, 10, "linf")
+    got = [NEVER if r["steps_to_flip"] is None else r["steps_to_flip"] for r in adv]
+    assert got == steps.tolist()
+    assert [r["adv_class"] for r in adv] == cls.tolist()
+    assert len(set(got)) >= 5  # a spread of step counts, not all 0 or all never
 
 
 def test_run_refuses_bad_config_with_one_line(

@@ -56,6 +56,11 @@ def test_configs_in_repo_load() -> None:
         (["predict.bf16=maybe"], "predict.bf16"),
         (["output.run_id=../etc"], "output.run_id"),
         (["output.rows_per_file=0"], "output.rows_per_file"),
+        (["attack.eps_step=2.0"], "attack.eps_step"),
+        (["attack.eps_step=0"], "attack.eps_step"),
+        (["attack.max_steps=0"], "attack.max_steps"),
+        (["attack.norm=l1"], "attack.norm"),
+        (["attack.target=other"], "attack.target"),
         (["data.nope=1"], "data.nope"),
         (["model.weights="], "model.weights"),
     ],
@@ -78,7 +83,9 @@ def test_message_says_value_and_allowed() -> None:
 
 
 def test_unknown_section_and_bad_override() -> None:
-    with pytest.raises(ConfigError, match="Unknown config section 'attack'"):
+    with pytest.raises(ConfigError, match="Unknown config section 'nonsense'"):
+        build_config({"nonsense": {"eps": 1}})
+    with pytest.raises(ConfigError, match=r"Unknown field 'attack\.eps'"):
         build_config({"attack": {"eps": 1}})
     with pytest.raises(ConfigError, match=r"section\.field=value"):
         parse_override("limit=3")

@@ -188,7 +188,13 @@ def test_flat_layouts_end_to_end(tmp_path: Path, ray_local: None, layout: str) -
         assert set(got.values()) == {None}
         assert preds.column("correct_top1").null_count == len(ids)
         assert preds.column("loss").null_count == len(ids)
-        assert read_table(run, "metrics").num_rows == 0
+        metrics = read_table(run, "metrics").to_pylist()
+        assert not [m for m in metrics if m["name"] in ("top1_error", "adv_top1_accuracy")]
+        hist = [m for m in metrics if m["name"].startswith("steps_to_flip_")]
+        assert sum(m["count"] for m in hist) == len(ids)  # attacked against their prediction
+        adversarial = read_table(run, "adversarial")
+        assert adversarial.column("label").null_count == len(ids)
+        assert 0 not in adversarial.column("steps_to_flip").to_pylist()
     else:
         assert got == expected_labels
         assert pc.sum(preds.column("loss").is_null()).as_py() == 0
@@ -230,3 +236,46 @@ def test_image_bytes_roundtrip_helper() -> None:
     # guards the fixture itself: encode() really produces the format asked for
     with Image.open(io.BytesIO(encode(sample_photo("camera"), "PNG"))) as img:
         assert img.format == "PNG"
+
+
+def test_kept_adversarial_images_and_stored_flips(
+    tmp_path: Path, ray_local: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = build_config(
+        {
+            "data": {"limit": 24},
+            "attack": {"keep_images": True, "eps_step": 0.002},
+            "output": {"root": str(tmp_path / "out"), "run_id": "keep"},
+        }
+    )
+    run_audit(cfg)
+    run = str(tmp_path / "out" / "keep")
+    preds = {r["image_id"]: r for r in read_table(run, "predictions").to_pylist()}
+    adv = read_table(run, "adversarial").to_pylist()
+    assert sorted(r["image_id"] for r in adv) == sorted(preds)
+    model = load_model(cfg.model).module
+    for r in adv:
+        with Image.open(io.BytesIO(r["image_png"])) as img:
+            assert img.format == "PNG" and img.size == (224, 224) and img.mode == "RGB"
+            stored = np.asarray(img)
+        x = torch.from_numpy(stored).permute(2, 0, 1)[None].float() / 255.0
+        with torch.no_grad():
+            again = int(model(x).argmax(1))
+        assert r["stored_flips"] == (again != r["target"])
+        clean = np.asarray(
+            Image.open(preds[r["image_id"]]["uri"].removeprefix("file://")).convert("RGB")
+        )
+        steps = r["steps_to_flip"]
+        if steps is not None:  # the stored image is the rounded first flipped iterate
+            bound = steps * 0.002 + 0.5 / 255 + 1e-6
+            assert r["linf"] <= steps * 0.002 + 1e-6
+            assert r["target"] == r["label"]
+            assert np.abs(stored.astype(int) - _crop(clean).astype(int)).max() / 255 <= bound
+    assert any(r["steps_to_flip"] not in (None, 0) for r in adv)
+
+
+def _crop(img: np.ndarray) -> np.ndarray:
+    from audit.data.decode import eval_crop
+
+    return eval_crop(Image.fromarray(img))
