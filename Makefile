@@ -28,7 +28,9 @@ test: lint
 	$(BIN)/pytest -q
 
 bench: venv
+	$(BIN)/python -m pip install --no-deps torchattacks
 	$(BIN)/python benchmarks/bench_predict.py
+	$(BIN)/python benchmarks/bench_attack.py
 
 clean:
 	rm -rf $(VENV) audit-output .pytest_cache .mypy_cache .ruff_cache
