@@ -6,7 +6,7 @@ Rows flow through the pass as numpy batches with these columns:
   (``(n, 224, 224, 3) uint8``, zeros where decoding failed), ``error`` (str, ``""`` when fine),
   ``stage`` (str, where it failed);
 - after :class:`ModelActor`: the same without ``image``, plus ``top5_classes``, ``top5_probs``,
-  ``correct_top1``, ``correct_top5``, ``loss``, ``embedding`` (when kept), and with the attack on
+  ``correct_top1``, ``correct_top5``, ``loss``, ``label_prob``, ``embedding`` (when kept), and with the attack on
   ``target``, ``steps_to_flip`` (-1 = never), ``adv_class``, ``adv_prob``, ``linf``, ``l2``
   (and ``stored_flips``, ``image_png`` when adversarial images are kept). Rows whose ``error`` is
   set carry zeros there.
@@ -122,6 +122,7 @@ class ModelActor:
             "correct_top1": p.correct_top1,
             "correct_top5": p.correct_top5,
             "loss": p.loss,
+            "label_prob": p.label_prob,
         }
         if p.embedding is not None and self.dim:
             cols["embedding"] = p.embedding
@@ -189,6 +190,7 @@ class ModelActor:
             "correct_top1": ((), bool),
             "correct_top5": ((), bool),
             "loss": ((), np.float32),
+            "label_prob": ((), np.float32),
         }
         if self.dim:
             shapes["embedding"] = ((self.dim,), np.float32)

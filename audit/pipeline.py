@@ -200,6 +200,9 @@ class _Pass:
                 "correct_top1": pa.array(b["correct_top1"], pa.bool_(), mask=unknown),
                 "correct_top5": pa.array(b["correct_top5"], pa.bool_(), mask=unknown),
                 "loss": pa.array(loss, pa.float32(), mask=np.isnan(loss)),
+                "label_prob": pa.array(
+                    b["label_prob"], pa.float32(), mask=np.isnan(b["label_prob"])
+                ),
                 "embedding": emb,
             }
         )

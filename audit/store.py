@@ -38,6 +38,7 @@ PREDICTIONS = pa.schema(
         pa.field("correct_top1", pa.bool_()),  # null for unlabeled inputs
         pa.field("correct_top5", pa.bool_()),
         pa.field("loss", pa.float32()),  # cross-entropy against label; null when unlabeled
+        pa.field("label_prob", pa.float32()),  # softmax probability of the label; null likewise
         pa.field("embedding", pa.list_(pa.float32())),  # penultimate layer; null if disabled
     ]
 )

@@ -76,7 +76,13 @@ def reference_predictions(state_dict: dict, paths: dict[str, Path], labels: dict
             p = torch.softmax(logits, 1)[0]
             top_p, top_c = p.topk(5)
             loss = torch.nn.functional.cross_entropy(logits, torch.tensor([labels[image_id]]))
-            out[image_id] = (top_c.numpy(), top_p.numpy(), float(loss), feats[-1][0].numpy())
+            out[image_id] = (
+                top_c.numpy(),
+                top_p.numpy(),
+                float(loss),
+                feats[-1][0].numpy(),
+                float(p[labels[image_id]]),
+            )
     return out
 
 
@@ -123,7 +129,8 @@ def test_imagefolder_end_to_end_matches_plain_loop(tmp_path: Path, ray_local: No
         assert labels[image_id] == classes.index(path.parent.name)
     ref = reference_predictions(state, paths, labels)
     for r in preds:
-        top_c, top_p, loss, emb = ref[r["image_id"]]
+        top_c, top_p, loss, emb, p_label = ref[r["image_id"]]
+        assert r["label_prob"] == pytest.approx(p_label, rel=1e-4, abs=1e-7)
         np.testing.assert_array_equal(r["top5_classes"], top_c)
         np.testing.assert_allclose(r["top5_probs"], top_p, rtol=1e-4, atol=1e-6)
         assert r["loss"] == pytest.approx(loss, rel=1e-4, abs=1e-5)

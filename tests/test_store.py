@@ -24,6 +24,7 @@ def _pred_rows(n: int) -> dict[str, list]:
         "correct_top1": [True] * n,
         "correct_top5": [True] * n,
         "loss": [0.1] * n,
+        "label_prob": [0.3] * n,
         "embedding": [[0.0, 1.0]] * n,
     }
 

@@ -26,6 +26,7 @@ class Predictions:
         correct_top1: ``(n,) bool``; meaningless where the label is unknown (``labels < 0``).
         correct_top5: ``(n,) bool``; likewise.
         loss: ``(n,) float32`` cross-entropy against the label; NaN where it is unknown.
+        label_prob: ``(n,) float32`` softmax probability of the label; NaN where it is unknown.
         embedding: ``(n, d) float32`` penultimate-layer features, or None if not asked for.
     """
 
@@ -34,6 +35,7 @@ class Predictions:
     correct_top1: np.ndarray
     correct_top5: np.ndarray
     loss: np.ndarray
+    label_prob: np.ndarray
     embedding: np.ndarray | None
 
 
@@ -98,11 +100,14 @@ def predict(
         loss = torch.where(known, loss, torch.full_like(loss, float("nan")))
         correct1 = (top_c[:, 0] == safe_y) & known
         correct5 = (top_c == safe_y[:, None]).any(dim=1) & known
+        p_label = probs.gather(1, safe_y[:, None])[:, 0]
+        p_label = torch.where(known, p_label, torch.full_like(p_label, float("nan")))
         return Predictions(
             top5_classes=top_c.to(torch.int32).cpu().numpy(),
             top5_probs=top_p.cpu().numpy().astype(np.float32),
             correct_top1=correct1.cpu().numpy(),
             correct_top5=correct5.cpu().numpy(),
             loss=loss.cpu().numpy().astype(np.float32),
+            label_prob=p_label.cpu().numpy().astype(np.float32),
             embedding=None if emb is None else emb.float().reshape(n, -1).cpu().numpy(),
         )
