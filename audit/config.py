@@ -157,6 +157,54 @@ class AttackConfig:
     keep_images: bool = False
 
 
+class SelectionMethod(str, Enum):
+    """How prototypes and criticisms of a class are chosen."""
+
+    ADVERSARIAL = "adversarial"
+    MMD_CRITIC = "mmd_critic"
+    PROBABILITY = "probability"
+    RANDOM = "random"
+
+
+class Solver(str, Enum):
+    GREEDY = "greedy"
+    SIEVE = "sieve"
+
+
+@dataclass(frozen=True)
+class CriticismConfig:
+    """Per-class prototypes and criticisms (Stock & Cisse 2018, section 3.3), one Ray task a class.
+
+    Attributes:
+        enabled: Run the stage and write the ``selections`` table.
+        methods: Which selectors run. ``adversarial`` is skipped when the attack is off and
+            ``mmd_critic`` when embeddings are off (the manifest says so).
+        n_prototypes: Prototypes per class and method.
+        n_criticisms: Criticisms per class and method.
+        proto_threshold: Probability baseline: prototypes have p(label) above this.
+        crit_threshold: Probability baseline: criticisms have p(label) below this.
+        mmd_solver: ``greedy`` (the default: a class of ImageNet's validation set has 50 images,
+            where greedy is cheap and closer to the optimum) or ``sieve`` (one streaming pass
+            with O(m log m / eps) candidates, for classes far larger than memory allows).
+        mmd_gamma: RBF kernel width; unset means the median heuristic per class.
+        mmd_lambda: Weight of the log-determinant diversity term of criticisms (the paper: 1e-5).
+        sieve_eps: Grid ratio of the sieve's thresholds (its guarantee is 1/2 - eps).
+        seed: Seed of the random baseline and of the sieve's pass order.
+    """
+
+    enabled: bool = True
+    methods: tuple[SelectionMethod, ...] = tuple(SelectionMethod)
+    n_prototypes: int = 3
+    n_criticisms: int = 3
+    proto_threshold: float = 0.9
+    crit_threshold: float = 0.1
+    mmd_solver: Solver = Solver.GREEDY
+    mmd_gamma: float | None = None
+    mmd_lambda: float = 1e-5
+    sieve_eps: float = 0.1
+    seed: int = 0
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     """Where the tables go: ``<root>/<run_id>/<table>/*.parquet`` and ``manifest.json``.
@@ -184,6 +232,7 @@ class AuditConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    criticism: CriticismConfig = field(default_factory=CriticismConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,6 +253,7 @@ SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "predict": PredictConfig,
     "attack": AttackConfig,
+    "criticism": CriticismConfig,
     "output": OutputConfig,
 }
 
@@ -309,6 +359,7 @@ def _check_min(path: str, value: int | None, low: int) -> None:
 def validate(cfg: AuditConfig) -> AuditConfig:
     """Cross-field and range checks; returns ``cfg`` unchanged or raises ConfigError."""
     d, m, p, a, o = cfg.data, cfg.model, cfg.predict, cfg.attack, cfg.output
+    c = cfg.criticism
     if isinstance(d.source, str) and not d.source.strip():
         raise ConfigError(
             "The 'data.source' field must be a non-empty path or URL. Got '' instead."
@@ -325,10 +376,11 @@ def validate(cfg: AuditConfig) -> AuditConfig:
     _check_min("data.per_class", d.per_class, 1)
     _check_min("data.max_pixels", d.max_pixels, 1)
     _check_min("data.decode_batch_size", d.decode_batch_size, 1)
-    for c in d.classes:
-        if not _WNID.match(c):
+    for class_id in d.classes:
+        if not _WNID.match(class_id):
             raise ConfigError(
-                f"The 'data.classes' field must list class ids such as 'n01440764'. Got {c!r} instead."
+                "The 'data.classes' field must list class ids such as 'n01440764'. "
+                f"Got {class_id!r} instead."
             )
     if d.layout is Layout.UNLABELED and (d.per_class or d.classes):
         raise ConfigError(
@@ -351,6 +403,26 @@ def validate(cfg: AuditConfig) -> AuditConfig:
     if not 1 <= a.max_steps <= 10_000:
         raise ConfigError(
             f"The 'attack.max_steps' field must be an int in [1, 10000]. Got {a.max_steps!r} instead."
+        )
+    _check_min("criticism.n_prototypes", c.n_prototypes, 0)
+    _check_min("criticism.n_criticisms", c.n_criticisms, 0)
+    for name in ("proto_threshold", "crit_threshold"):
+        value = getattr(c, name)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(
+                f"The 'criticism.{name}' field must be a float in [0, 1]. Got {value!r} instead."
+            )
+    if c.mmd_gamma is not None and c.mmd_gamma <= 0:
+        raise ConfigError(
+            f"The 'criticism.mmd_gamma' field must be a float > 0 or null. Got {c.mmd_gamma!r} instead."
+        )
+    if c.mmd_lambda < 0:
+        raise ConfigError(
+            f"The 'criticism.mmd_lambda' field must be a float >= 0. Got {c.mmd_lambda!r} instead."
+        )
+    if not 0.0 < c.sieve_eps < 1.0:
+        raise ConfigError(
+            f"The 'criticism.sieve_eps' field must be a float in (0, 1). Got {c.sieve_eps!r} instead."
         )
     if not o.root.strip():
         raise ConfigError(

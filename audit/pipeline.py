@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from audit.config import AuditConfig, ConfigError, DataConfig, Device, Layout
+from audit.config import AuditConfig, ConfigError, DataConfig, Device, Layout, SelectionMethod
 from audit.data.layouts import Listing, list_inputs
 from audit.metrics import AttackCounter, ErrorCounter
 from audit.model_actor import ModelActor, decode_batch
 from audit.models import LoadedModel, check_model_config, load_model
-from audit.store import ERRORS, RunStore, utc_now
+from audit.store import ERRORS, SELECTIONS, RunStore, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +322,65 @@ class _Pass:
         }
 
 
+def run_criticism(state: _Pass) -> None:
+    """One Ray task per class with labeled predictions; writes the ``selections`` table."""
+    import ray
+
+    from audit.criticism_tasks import select_class
+
+    cfg = state.cfg.criticism
+    stage: dict[str, Any] = {"state": "skipped", "skipped_methods": {}}
+    state.manifest["stages"]["criticism"] = stage
+    if not cfg.enabled:
+        return
+    methods = []
+    for m in cfg.methods:
+        if m is SelectionMethod.ADVERSARIAL and not state.cfg.attack.enabled:
+            stage["skipped_methods"][m.value] = "attack.enabled is false"
+        elif m is SelectionMethod.MMD_CRITIC and not state.cfg.predict.embeddings:
+            stage["skipped_methods"][m.value] = "predict.embeddings is false"
+        else:
+            methods.append(m.value)
+    classes = [int(c) for c in np.flatnonzero(state.counter.n)]
+    t0 = time.time()
+    stage.update({"state": "running", "classes": len(classes), "done": 0})
+    state.write_manifest("running")
+    task = ray.remote(num_cpus=1)(select_class)
+    tables = {name: list(state.store.files[name]) for name in ("predictions", "adversarial")}
+    pending = {
+        task.remote(
+            state.store.url, tables, c, cfg, methods, dict(state.cfg.output.storage_options)
+        ): c
+        for c in classes
+    }
+    rows: dict[str, list[Any]] = {name: [] for name in SELECTIONS.names}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=min(len(pending), 16), timeout=5.0)
+        for ref in ready:
+            c = pending.pop(ref)
+            for method, role, rank, image_id, score in ray.get(ref):
+                for name, value in zip(
+                    SELECTIONS.names,
+                    (
+                        state.run_id,
+                        state.model.name,
+                        c,
+                        state.model.classes.ids[c],
+                        method,
+                        role,
+                        rank,
+                        image_id,
+                        score,
+                    ),
+                    strict=True,
+                ):
+                    rows[name].append(value)
+            stage["done"] = int(stage["done"]) + 1
+    if rows["run_id"]:
+        state.store.write("selections", rows)
+    stage.update({"state": "done", "seconds": round(time.time() - t0, 3), "methods": methods})
+
+
 def _safe_source(data: DataConfig) -> str | list[str]:
     if isinstance(data.source, tuple):
         return list(data.source[:10]) + (
@@ -445,6 +504,7 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
                 if progress is not None:
                     progress(state.done, state.total)
         state.flush()
+        run_criticism(state)
         metrics = state.counter.rows(model.classes)
         if state.attack_counter is not None:
             metrics += state.attack_counter.rows(model.classes)

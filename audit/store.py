@@ -70,6 +70,22 @@ ADVERSARIAL = pa.schema(
     ]
 )
 
+SELECTIONS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("class", pa.int32(), nullable=False),  # class index
+        pa.field("class_id", pa.string(), nullable=False),  # e.g. the WordNet id
+        pa.field(
+            "method", pa.string(), nullable=False
+        ),  # adversarial, mmd_critic, probability, random
+        pa.field("role", pa.string(), nullable=False),  # prototype, criticism
+        pa.field("rank", pa.int16(), nullable=False),  # 1 = best
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("score", pa.float64(), nullable=False),  # what the method ranked by
+    ]
+)
+
 METRICS = pa.schema(
     [
         pa.field("run_id", pa.string(), nullable=False),
@@ -85,6 +101,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "predictions": PREDICTIONS,
     "errors": ERRORS,
     "adversarial": ADVERSARIAL,
+    "selections": SELECTIONS,
     "metrics": METRICS,
 }
 

@@ -54,6 +54,7 @@ def test_run_with_no_arguments_runs_the_demo(
     assert "top1_error" in result.output
     assert "adv_top1_accuracy" in result.output and "steps_to_flip: 0:" in result.output
     check_adversarial_against_reference(run, preds)
+    check_selections_against_reference(run, preds)
 
     status = runner.invoke(app, ["status"])
     assert status.exit_code == 0, status.output
@@ -79,6 +80,52 @@ def check_adversarial_against_reference(run: str, preds: pa.Table) -> None:
     assert got == steps.tolist()
     assert [r["adv_class"] for r in adv] == cls.tolist()
     assert len(set(got)) >= 5  # a spread of step counts, not all 0 or all never
+
+
+def check_selections_against_reference(run: str, preds: pa.Table) -> None:
+    """Adversarial and probability picks equal a plain sort here; every method fills both roles."""
+    sel = read_table(run, "selections").to_pylist()
+    adv = {r["image_id"]: r for r in read_table(run, "adversarial").to_pylist()}
+    rows = preds.to_pylist()
+    for cls in range(10):
+        mine = [r for r in rows if r["label"] == cls]
+        ids = {r["image_id"] for r in mine}
+
+        def picked(method: str, role: str, cls: int = cls) -> list[str]:
+            got = [
+                s for s in sel if s["class"] == cls and s["method"] == method and s["role"] == role
+            ]
+            return [s["image_id"] for s in sorted(got, key=lambda s: s["rank"])]
+
+        def margin(r: dict) -> float:
+            p = [float(v) for v in r["top5_probs"]]
+            return float(r["label_prob"]) - (p[1] if r["top5_classes"][0] == r["label"] else p[0])
+
+        never = [r for r in mine if adv[r["image_id"]]["steps_to_flip"] is None]
+        once = [r for r in mine if adv[r["image_id"]]["steps_to_flip"] == 1]
+        assert picked("adversarial", "prototype") == [
+            r["image_id"] for r in sorted(never, key=lambda r: (-margin(r), r["image_id"]))[:3]
+        ]
+        assert picked("adversarial", "criticism") == [
+            r["image_id"]
+            for r in sorted(
+                once, key=lambda r: (-float(adv[r["image_id"]]["adv_prob"]), r["image_id"])
+            )[:3]
+        ]
+        hi = [r for r in mine if r["label_prob"] > 0.9]
+        lo = [r for r in mine if r["label_prob"] < 0.1]
+        assert picked("probability", "prototype") == [
+            r["image_id"] for r in sorted(hi, key=lambda r: (-r["label_prob"], r["image_id"]))[:3]
+        ]
+        assert picked("probability", "criticism") == [
+            r["image_id"] for r in sorted(lo, key=lambda r: (r["label_prob"], r["image_id"]))[:3]
+        ]
+        for method in ("mmd_critic", "random"):
+            protos, crits = picked(method, "prototype"), picked(method, "criticism")
+            assert len(protos) == 3 and len(crits) == 3, (cls, method)
+            assert set(protos) <= ids and set(crits) <= ids and not set(protos) & set(crits)
+        assert picked("adversarial", "prototype") and picked("probability", "prototype")
+    assert {s["class_id"] for s in sel} == {f"digit_{d}" for d in range(10)}
 
 
 def test_run_refuses_bad_config_with_one_line(

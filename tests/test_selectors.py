@@ -1,0 +1,107 @@
+"""Selectors: plain-Python references, determinism, and independence from row order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audit.criticism.selectors import (
+    AdversarialSelector,
+    MMDCriticSelector,
+    ProbabilitySelector,
+    RandomSelector,
+)
+
+
+def rows(rng: np.random.Generator, n: int = 60):
+    ids = [f"img{i:04d}" for i in rng.permutation(n)]
+    steps = rng.choice([-1, 0, 1, 1, 2, 5, -1], size=n)
+    margin = np.round(rng.uniform(-1, 1, size=n), 2)  # rounded: ties happen
+    adv_prob = np.round(rng.uniform(0, 1, size=n), 2)
+    p = np.round(rng.uniform(0, 1, size=n), 2)
+    emb = rng.normal(size=(n, 8)) + rng.integers(0, 3, size=(n, 1))
+    return ids, steps, margin, adv_prob, p, emb
+
+
+def test_adversarial_matches_plain_sort(rng: np.random.Generator) -> None:
+    ids, steps, margin, adv_prob, _, _ = rows(rng)
+    sel = AdversarialSelector(4, 5).fit(ids, steps, margin, adv_prob)
+    protos = sorted(
+        (i for i, s in zip(ids, steps, strict=True) if s == -1),
+        key=lambda i: (-margin[ids.index(i)], i),
+    )[:4]
+    crits = sorted(
+        (i for i, s in zip(ids, steps, strict=True) if s == 1),
+        key=lambda i: (-adv_prob[ids.index(i)], i),
+    )[:5]
+    assert sel.prototypes_ == protos and sel.criticisms_ == crits
+    assert sel.prototype_scores_ == [margin[ids.index(i)] for i in protos]
+
+
+def test_probability_matches_plain_sort(rng: np.random.Generator) -> None:
+    ids, _, _, _, p, _ = rows(rng)
+    sel = ProbabilitySelector(3, 3, proto_threshold=0.8, crit_threshold=0.2).fit(ids, p)
+    by = dict(zip(ids, p, strict=True))
+    assert sel.prototypes_ == sorted((i for i in ids if by[i] > 0.8), key=lambda i: (-by[i], i))[:3]
+    assert sel.criticisms_ == sorted((i for i in ids if by[i] < 0.2), key=lambda i: (by[i], i))[:3]
+    assert all(by[i] > 0.8 for i in sel.prototypes_)
+
+
+def test_random_is_seeded_disjoint_and_order_free(rng: np.random.Generator) -> None:
+    ids = rows(rng)[0]
+    a = RandomSelector(3, 3, seed=5, stream=7).fit(ids)
+    b = RandomSelector(3, 3, seed=5, stream=7).fit(list(reversed(ids)))
+    c = RandomSelector(3, 3, seed=6, stream=7).fit(ids)
+    assert a.prototypes_ == b.prototypes_ and a.criticisms_ == b.criticisms_
+    assert (a.prototypes_, a.criticisms_) != (c.prototypes_, c.criticisms_)
+    assert not set(a.prototypes_) & set(a.criticisms_)
+    assert len(a.prototypes_) == 3 and len(a.criticisms_) == 3
+
+
+@pytest.mark.parametrize("solver", ["sieve", "greedy"])
+def test_mmd_selector_is_deterministic_and_order_free(
+    rng: np.random.Generator, solver: str
+) -> None:
+    ids, _, _, _, _, emb = rows(rng)
+    a = MMDCriticSelector(3, 2, solver=solver, seed=1).fit(ids, emb)
+    perm = np.random.default_rng(99).permutation(len(ids))
+    b = MMDCriticSelector(3, 2, solver=solver, seed=1).fit([ids[i] for i in perm], emb[perm])
+    assert a.prototypes_ == b.prototypes_ and a.criticisms_ == b.criticisms_
+    assert len(a.prototypes_) == 3 and len(a.criticisms_) == 2
+    assert not set(a.prototypes_) & set(a.criticisms_)
+
+
+def test_mmd_greedy_selector_equals_direct_greedy(rng: np.random.Generator) -> None:
+    from audit.criticism import mmd
+
+    ids, _, _, _, _, emb = rows(rng, n=30)
+    sel = MMDCriticSelector(2, 2, solver="greedy", gamma=0.05).fit(ids, emb)
+    order = np.argsort(ids)
+    x = emb[order]
+    protos = mmd.greedy_prototypes(x, 2, 0.05)
+    crits = mmd.greedy_criticisms(x, protos, 2, 0.05, lam=1e-5)
+    assert sel.prototypes_ == [ids[order[i]] for i in protos]
+    assert sel.criticisms_ == [ids[order[i]] for i in crits]
+
+
+def test_small_classes_give_what_they_have() -> None:
+    sel = AdversarialSelector(3, 3).fit(["a", "b"], np.array([-1, 0]), np.zeros(2), np.zeros(2))
+    assert sel.prototypes_ == ["a"] and sel.criticisms_ == []
+    r = RandomSelector(3, 3).fit(["a", "b", "c", "d"])
+    assert len(r.prototypes_) == 3 and len(r.criticisms_) == 1
+
+
+def test_completion_from_empty_is_the_greedy(rng: np.random.Generator) -> None:
+    from audit.criticism import mmd
+    from audit.criticism.selectors import _complete
+
+    x = rng.normal(size=(40, 6))
+    assert _complete(x, [], 4, 0.1) == mmd.greedy_prototypes(x, 4, 0.1)
+    start = mmd.greedy_prototypes(x, 2, 0.1)
+    assert _complete(x, start, 4, 0.1) == mmd.greedy_prototypes(x, 4, 0.1)
+
+
+def test_sieve_selector_always_fills_the_count(rng: np.random.Generator) -> None:
+    ids, _, _, _, _, emb = rows(rng, n=30)
+    sel = MMDCriticSelector(3, 3, solver="sieve").fit(ids, emb)
+    assert len(sel.prototypes_) == 3 and len(sel.criticisms_) == 3
