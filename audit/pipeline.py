@@ -157,6 +157,8 @@ class _Pass:
         self.errors = _TableBuffer(self.store, "errors", size, on_file)
         self.adversarial = _TableBuffer(self.store, "adversarial", size, on_file)
         self.done = 0
+        self.predict_done = False
+        self.predict_finished: float | None = None
         self.total = len(listing.records)
         self.started = time.time()
         self.manifest: dict[str, Any] = {}
@@ -262,8 +264,10 @@ class _Pass:
 
     # --- manifest -----------------------------------------------------------------------
     def write_manifest(self, state: str, error: str | None = None) -> None:
-        elapsed = time.time() - self.started
+        elapsed = (self.predict_finished or time.time()) - self.started
         predict_state = {"running": "running", "succeeded": "done", "failed": "failed"}[state]
+        if self.predict_done and state == "running":
+            predict_state = "done"
         m = self.manifest
         m.update(
             {
@@ -353,31 +357,30 @@ def run_criticism(state: _Pass) -> None:
         ): c
         for c in classes
     }
-    rows: dict[str, list[Any]] = {name: [] for name in SELECTIONS.names}
+    rows: list[dict[str, Any]] = []
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=min(len(pending), 16), timeout=5.0)
         for ref in ready:
             c = pending.pop(ref)
-            for method, role, rank, image_id, score in ray.get(ref):
-                for name, value in zip(
-                    SELECTIONS.names,
-                    (
-                        state.run_id,
-                        state.model.name,
-                        c,
-                        state.model.classes.ids[c],
-                        method,
-                        role,
-                        rank,
-                        image_id,
-                        score,
-                    ),
-                    strict=True,
-                ):
-                    rows[name].append(value)
+            rows += [
+                {
+                    "run_id": state.run_id,
+                    "model": state.model.name,
+                    "class": c,
+                    "class_id": state.model.classes.ids[c],
+                    "method": method,
+                    "role": role,
+                    "rank": rank,
+                    "image_id": image_id,
+                    "score": score,
+                }
+                for method, role, rank, image_id, score in ray.get(ref)
+            ]
             stage["done"] = int(stage["done"]) + 1
-    if rows["run_id"]:
-        state.store.write("selections", rows)
+        if ready:
+            state.write_manifest("running")
+    if rows:
+        state.store.write("selections", pa.Table.from_pylist(rows, schema=SELECTIONS))
     stage.update({"state": "done", "seconds": round(time.time() - t0, 3), "methods": methods})
 
 
@@ -504,6 +507,7 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
                 if progress is not None:
                     progress(state.done, state.total)
         state.flush()
+        state.predict_done, state.predict_finished = True, time.time()
         run_criticism(state)
         metrics = state.counter.rows(model.classes)
         if state.attack_counter is not None:
