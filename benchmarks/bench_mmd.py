@@ -4,8 +4,10 @@ For each ``n`` in ``--sizes`` and ``d`` in ``--dims`` the data are a seeded mixt
 Gaussians in float32 (``(n, d)``), ``gamma`` comes from :func:`median_gamma` (computed once in
 the parent and passed on), and each method
 picks ``--m`` prototypes with the same RBF kernel (the package's ``sigma`` is
-``sqrt(1 / (2 gamma))``). Printed per method: seconds, peak memory and ``J_b`` of the result
-(computed by :func:`prototype_objective` for all three), then the ratios package time / sieve
+``sqrt(1 / (2 gamma))``). Our sieve estimates the mean kernel from ``--mean-sample`` rows
+(its default, 2048). Printed per method: seconds, peak memory and the EXACT ``J_b`` of the
+result (:func:`prototype_objective`, float64 with exact means over all ``n`` rows, computed
+after the timed call and after the peak-memory reading, for all three), then the ratios package time / sieve
 time, package time / greedy time and sieve ``J_b`` / greedy ``J_b``.
 
 Each call runs in its own fresh subprocess. It generates the data, records ``ru_maxrss``
@@ -82,9 +84,10 @@ def worker(method: str, n: int, d: int, m: int, gamma: float) -> dict[str, float
     elif method == "greedy":
         chosen = greedy_prototypes(x, m, gamma)
     else:
-        chosen = sieve_prototypes(x, m, gamma)
+        chosen = sieve_prototypes(x, m, gamma)  # mean_sample=2048 by default
     seconds = time.perf_counter() - t0
     grown = peak_mb() - before
+    # Exact J_b (exact means, float64), outside the timed and memory-measured region.
     return {
         "seconds": seconds,
         "peak_mb": grown,

@@ -235,3 +235,96 @@ def test_invalid_arguments_raise() -> None:
         sieve_prototypes(x, 2, 1.0, order=np.zeros(12, dtype=int))
     with pytest.raises(ValueError, match="'c'"):
         greedy_criticisms(x, list(range(10)), 3, 1.0)
+
+
+# --- the vectorised and sampled-mean sieve ---------------------------------------------------
+
+
+def sieve_prototypes_reference(
+    x: np.ndarray, m: int, gamma: float, eps: float = 0.1, order: np.ndarray | None = None
+) -> list[int]:
+    """The one-threshold-at-a-time sieve with exact ``mu`` (the implementation before
+    vectorisation), kept as the reference for the exact path."""
+    n = x.shape[0]
+    stream = np.arange(n) if order is None else np.asarray(order)
+    mu = np.exp(-gamma * cdist(x, x, "sqeuclidean")).mean(axis=0)
+    sets: dict[int, tuple[list[int], float, float]] = {}
+    best_single = -math.inf
+    for e in map(int, stream):
+        single = 2.0 * mu[e]
+        if single > best_single:
+            best_single = single
+            base = math.log1p(eps)
+            lo = math.ceil(math.log(best_single) / base - 1e-12)
+            hi = math.floor(math.log(2 * m * best_single) / base + 1e-12)
+            sets = {i: sets.get(i, ([], 0.0, 0.0)) for i in range(lo, hi + 1)}
+        for i in list(sets):
+            members, sum_mu, sum_k = sets[i]
+            size = len(members)
+            if size >= m:
+                continue
+            f_old = 0.0 if size == 0 else 2.0 * sum_mu / size - sum_k / size**2 + 1.0
+            ke = (
+                float(np.exp(-gamma * cdist(x[[e]], x[members], "sqeuclidean")).sum())
+                if size
+                else 0.0
+            )
+            new_k = sum_k + 2.0 * ke + 1.0
+            f_new = 2.0 * (sum_mu + mu[e]) / (size + 1) - new_k / (size + 1) ** 2 + 1.0
+            gain = f_new - f_old
+            if gain > 0 and gain >= ((1.0 + eps) ** i / 2.0 - f_old) / (m - size):
+                sets[i] = ([*members, e], sum_mu + mu[e], new_k)
+    best: list[int] = []
+    best_val = -math.inf
+    for i in sorted(sets):
+        members, sum_mu, sum_k = sets[i]
+        if members:
+            size = len(members)
+            val = 2.0 * sum_mu / size - sum_k / size**2
+            if val > best_val:
+                best, best_val = members, val
+    return best
+
+
+@pytest.mark.parametrize("m", [1, 3, 6, 10])
+def test_vectorised_sieve_matches_reference(seed: int, m: int) -> None:
+    for n, d, gscale in ((40, 3, 1.0), (150, 5, 0.5), (300, 8, 2.0)):
+        x = two_clusters(seed + 7 * n, n=n, d=d)
+        gamma = gscale * median_gamma(x)
+        order = np.random.default_rng(seed + n).permutation(n)
+        for o in (None, order, order[::-1].copy()):
+            want = sieve_prototypes_reference(x, m, gamma, order=o)
+            assert sieve_prototypes(x, m, gamma, order=o) == want
+            # mean_sample >= n and mean_sample=None both mean exact means.
+            assert sieve_prototypes(x, m, gamma, order=o, mean_sample=None) == want
+            assert sieve_prototypes(x, m, gamma, order=o, mean_sample=n) == want
+
+
+def clustered(n: int, d: int, seed: int, clusters: int = 8) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = 4.0 * rng.standard_normal((clusters, d))
+    return rng.standard_normal((n, d)) + centres[rng.integers(0, clusters, size=n)]
+
+
+def test_sampled_mean_sieve_is_deterministic_for_a_seed() -> None:
+    x = clustered(1500, 16, 3)
+    gamma = median_gamma(x)
+    a = sieve_prototypes(x, 5, gamma, mean_sample=300, seed=4)
+    assert a == sieve_prototypes(x, 5, gamma, mean_sample=300, seed=4)
+    assert 1 <= len(a) == len(set(a)) <= 5
+
+
+def test_sampled_mean_sieve_is_close_to_greedy_on_exact_objective() -> None:
+    x = clustered(3000, 32, 11)
+    gamma = median_gamma(x)
+    m = 6
+    greedy = prototype_objective(x, greedy_prototypes(x, m, gamma), gamma)
+    for seed in (0, 1, 2):
+        protos = sieve_prototypes(x, m, gamma, mean_sample=512, seed=seed)
+        assert prototype_objective(x, protos, gamma) >= 0.9 * greedy
+
+
+def test_mean_sample_must_be_positive() -> None:
+    x = two_clusters(0)
+    with pytest.raises(ValueError, match="mean_sample"):
+        sieve_prototypes(x, 2, 1.0, mean_sample=0)
