@@ -157,6 +157,60 @@ class AttackConfig:
     keep_images: bool = False
 
 
+class ExplainWhich(str, Enum):
+    """Which images LIME explains (it costs n_samples forward passes per explanation)."""
+
+    PER_CLASS = "per_class"  # the first explain.per_class images of every class, by image_id
+    CLASSES = "classes"  # every image of explain.classes
+    ALL = "all"
+    MISCLASSIFIED = "misclassified"  # top-1 differs from the label
+    FLIPPED = "flipped"  # flipped by the attack (1..M steps)
+
+
+class Variant(str, Enum):
+    CLEAN = "clean"
+    ADVERSARIAL = "adversarial"
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """LIME on super-pixels (Stock & Cisse 2018, section 3.2), inside the model actor.
+
+    Attributes:
+        enabled: Run LIME and write the ``explanations`` table.
+        which: Which images are explained (see :class:`ExplainWhich`).
+        per_class: With ``which: per_class``, how many images per class.
+        classes: With ``which: classes``, the class ids.
+        variants: ``clean`` explains the clean image for its predicted class; ``adversarial``
+            explains the adversarial image (images the attack flipped) for the adversarial
+            class, on the clean image's super-pixels.
+        n_samples: Perturbed samples per explanation (the paper: 1000).
+        kernel_width: LIME's kernel width on cosine distances (the paper: 0.25).
+        num_features: K super-pixels chosen by the lasso path (the human study shows 8).
+        segmentation: ``quickshift`` (lime's defaults) or ``slic``.
+        fill: Colour of hidden super-pixels: ``mean`` (each super-pixel's mean), ``zero``,
+            ``blur``.
+        regressor: ``wls`` (weighted least squares on the K features) or ``ridge`` (lime's).
+        batch_size: Perturbed images per forward pass.
+        seed: Seeds segmentation and sampling; an explanation depends on it and on nothing
+            else (not on batch size or on the worker).
+    """
+
+    enabled: bool = True
+    which: ExplainWhich = ExplainWhich.PER_CLASS
+    per_class: int = 1
+    classes: tuple[str, ...] = ()
+    variants: tuple[Variant, ...] = (Variant.CLEAN, Variant.ADVERSARIAL)
+    n_samples: int = 1000
+    kernel_width: float = 0.25
+    num_features: int = 8
+    segmentation: str = "quickshift"
+    fill: str = "mean"
+    regressor: str = "wls"
+    batch_size: int = 250
+    seed: int = 0
+
+
 class SelectionMethod(str, Enum):
     """How prototypes and criticisms of a class are chosen."""
 
@@ -232,6 +286,7 @@ class AuditConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
     criticism: CriticismConfig = field(default_factory=CriticismConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -253,6 +308,7 @@ SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "predict": PredictConfig,
     "attack": AttackConfig,
+    "explain": ExplainConfig,
     "criticism": CriticismConfig,
     "output": OutputConfig,
 }
@@ -403,6 +459,29 @@ def validate(cfg: AuditConfig) -> AuditConfig:
     if not 1 <= a.max_steps <= 10_000:
         raise ConfigError(
             f"The 'attack.max_steps' field must be an int in [1, 10000]. Got {a.max_steps!r} instead."
+        )
+    e = cfg.explain
+    _check_min("explain.per_class", e.per_class, 1)
+    _check_min("explain.n_samples", e.n_samples, 2)
+    _check_min("explain.num_features", e.num_features, 1)
+    _check_min("explain.batch_size", e.batch_size, 1)
+    if not e.kernel_width > 0:
+        raise ConfigError(
+            f"The 'explain.kernel_width' field must be a float > 0. Got {e.kernel_width!r} instead."
+        )
+    for name, value, allowed in (
+        ("segmentation", e.segmentation, ("quickshift", "slic")),
+        ("fill", e.fill, ("mean", "zero", "blur")),
+        ("regressor", e.regressor, ("wls", "ridge")),
+    ):
+        if value not in allowed:
+            raise ConfigError(
+                f"The 'explain.{name}' field must be one of "
+                f"{', '.join(repr(a) for a in allowed)}. Got {value!r} instead."
+            )
+    if e.which is ExplainWhich.CLASSES and not e.classes:
+        raise ConfigError(
+            "The 'explain.classes' field must list class ids with explain.which 'classes'."
         )
     _check_min("criticism.n_prototypes", c.n_prototypes, 0)
     _check_min("criticism.n_criticisms", c.n_criticisms, 0)

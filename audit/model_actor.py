@@ -17,6 +17,7 @@ every input comes out exactly once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -25,10 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from audit.config import AttackConfig, AttackTarget
+from audit.config import AttackConfig, AttackTarget, ExplainConfig, ExplainWhich, Variant
 from audit.data.decode import CROP, ImageLoadError, load_image
+from audit.data.segments import decode_segments, encode_segments
 from audit.models import AuditModel
 from audit.stages.attack import attack_columns
+from audit.stages.explain import explain, segment
 from audit.stages.predict import predict
 
 log = logging.getLogger(__name__)
@@ -38,23 +41,41 @@ def decode_batch(
     batch: dict[str, np.ndarray],
     max_pixels: int,
     storage_options: Mapping[str, Any] | None = None,
+    segmentation: str | None = None,
+    seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Read and decode every row of ``batch``; failures become ``error``/``stage`` values."""
+    """Read and decode every row of ``batch``; failures become ``error``/``stage`` values.
+
+    Rows whose ``explain`` flag is set are also segmented into super-pixels here, in the CPU
+    tasks ahead of the model actor, so the device never waits for segmentation; the map travels
+    as PNG bytes in ``segments`` (empty for other rows).
+    """
     n = len(batch["image_id"])
     images = np.zeros((n, CROP, CROP, 3), dtype=np.uint8)
     errors = np.full(n, "", dtype=object)
     stages = np.full(n, "", dtype=object)
+    segments = np.full(n, b"", dtype=object)
+    explain = np.asarray(batch.get("explain", np.zeros(n, dtype=bool)), dtype=bool)
     for i, uri in enumerate(batch["uri"]):
         try:
             images[i] = load_image(str(uri), max_pixels, storage_options)
         except ImageLoadError as exc:
             errors[i], stages[i] = exc.reason, exc.stage
+            continue
         except Exception as exc:  # an unexpected failure on one file must not sink the batch
             errors[i], stages[i] = f"{type(exc).__name__}: {exc}", "decode"
+            continue
+        if segmentation and explain[i]:
+            try:
+                segments[i] = encode_segments(segment(images[i], segmentation, seed=seed))
+            except Exception as exc:
+                errors[i], stages[i] = f"{type(exc).__name__}: {exc}", "segment"
     return {
         "image_id": batch["image_id"],
         "uri": batch["uri"],
         "label": batch["label"].astype(np.int64),
+        "explain": explain,
+        "segments": segments,
         "image": images,
         "error": errors,
         "stage": stages,
@@ -76,6 +97,7 @@ class ModelActor:
         cpu_threads: Torch intra-op threads on CPU; None means the node's CPU count (Ray sets
             ``OMP_NUM_THREADS`` to the actor's CPU reservation otherwise).
         attack: IFGSM step counting on the same decoded images; None or disabled skips it.
+        explain_cfg: LIME for rows flagged ``explain`` (segmented by the decode tasks).
     """
 
     def __init__(
@@ -88,6 +110,7 @@ class ModelActor:
         embeddings: bool,
         cpu_threads: int | None = None,
         attack: AttackConfig | None = None,
+        explain_cfg: ExplainConfig | None = None,
     ) -> None:
         import ray
 
@@ -105,8 +128,11 @@ class ModelActor:
         self.bf16 = bf16
         self.embeddings = embeddings
         self.attack = attack or AttackConfig(enabled=False)
+        self.explain_cfg = explain_cfg or ExplainConfig(enabled=False)
 
-    def _process(self, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    def _process(
+        self, images: np.ndarray, labels: np.ndarray, segments: np.ndarray
+    ) -> dict[str, np.ndarray]:
         """Every stage on decoded images; returns their output columns."""
         p = predict(
             self.model,
@@ -132,20 +158,86 @@ class ModelActor:
             use_label = (labels >= 0) & (self.attack.target is AttackTarget.LABEL)
             targets = np.where(use_label, labels, clean)
             cols["target"] = targets.astype(np.int32)
-            cols.update(
-                attack_columns(
+            attacked, adversarial = attack_columns(
+                self.model,
+                images,
+                targets,
+                eps_step=self.attack.eps_step,
+                max_steps=self.attack.max_steps,
+                norm=self.attack.norm.value,
+                device=self.device,
+                bf16=self.bf16,
+                keep_images=self.attack.keep_images,
+            )
+            cols.update(attacked)
+        else:
+            adversarial = None
+        if self.explain_cfg.enabled:
+            cols["explanations"] = self._explain(images, labels, segments, cols, adversarial)
+        return cols
+
+    def _explain(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        segments: np.ndarray,
+        cols: dict[str, np.ndarray],
+        adversarial: torch.Tensor | None,
+    ) -> np.ndarray:
+        """LIME for the flagged rows that meet ``explain.which``; one JSON list per row."""
+        e = self.explain_cfg
+        out = np.full(len(images), "", dtype=object)
+        labels = np.asarray(labels, dtype=np.int64)
+        top1 = cols["top5_classes"][:, 0].astype(np.int64)
+        steps = cols.get("steps_to_flip")
+        for i in range(len(images)):
+            if not segments[i]:
+                continue
+            flipped = steps is not None and steps[i] >= 1
+            if e.which is ExplainWhich.MISCLASSIFIED and not (
+                labels[i] >= 0 and top1[i] != labels[i]
+            ):
+                continue
+            if e.which is ExplainWhich.FLIPPED and not flipped:
+                continue
+            seg = decode_segments(segments[i])
+            found = []
+            jobs: list[tuple[str, Any, int]] = []
+            if Variant.CLEAN in e.variants:
+                jobs.append(("clean", images[i], int(top1[i])))
+            if Variant.ADVERSARIAL in e.variants and flipped and adversarial is not None:
+                adv = adversarial[i].detach().float().permute(1, 2, 0).cpu().numpy()
+                jobs.append(("adversarial", adv, int(cols["adv_class"][i])))
+            for variant, image, cls in jobs:
+                ex = explain(
                     self.model,
-                    images,
-                    targets,
-                    eps_step=self.attack.eps_step,
-                    max_steps=self.attack.max_steps,
-                    norm=self.attack.norm.value,
+                    image,
+                    seg,
+                    cls,
+                    n_samples=e.n_samples,
+                    kernel_width=e.kernel_width,
+                    num_features=e.num_features,
+                    fill=e.fill,
+                    regressor=e.regressor,
+                    batch_size=e.batch_size,
+                    seed=e.seed,
                     device=self.device,
                     bf16=self.bf16,
-                    keep_images=self.attack.keep_images,
                 )
-            )
-        return cols
+                sur = ex.surrogate
+                found.append(
+                    {
+                        "variant": variant,
+                        "explained_class": cls,
+                        "weights": [float(w) for w in sur.weights],
+                        "intercept": float(sur.intercept),
+                        "score": float(sur.score),
+                        "local_pred": float(sur.local_pred),
+                        "top_features": [int(f) for f in sur.top_features],
+                    }
+                )
+            out[i] = json.dumps(found)
+        return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["image_id"])
@@ -155,12 +247,21 @@ class ModelActor:
         ok = np.flatnonzero(errors == "")
         if len(ok):
             try:
-                self._fill(out, n, ok, self._process(batch["image"][ok], batch["label"][ok]))
+                self._fill(
+                    out,
+                    n,
+                    ok,
+                    self._process(batch["image"][ok], batch["label"][ok], batch["segments"][ok]),
+                )
             except Exception:  # retry one by one so that only the culprit becomes an error row
                 log.exception("the model failed on a batch of %d; retrying per image", len(ok))
                 for i in ok:
                     try:
-                        one = self._process(batch["image"][i : i + 1], batch["label"][i : i + 1])
+                        one = self._process(
+                            batch["image"][i : i + 1],
+                            batch["label"][i : i + 1],
+                            batch["segments"][i : i + 1],
+                        )
                         self._fill(out, n, np.array([i]), one)
                     except Exception as exc:
                         errors[i], stages[i] = f"{type(exc).__name__}: {exc}", "predict"
@@ -170,6 +271,7 @@ class ModelActor:
             "label": batch["label"],
             "error": errors,
             "stage": stages,
+            "segments": batch["segments"],
             **self._complete(out, n),
         }
 
@@ -180,6 +282,8 @@ class ModelActor:
         for name, values in cols.items():
             if name not in out:
                 out[name] = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
+                if values.dtype == object:  # keep one Python type per column for Arrow
+                    out[name][:] = "" if name == "explanations" else b""
             out[name][rows] = values
 
     def _complete(self, out: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
@@ -208,9 +312,11 @@ class ModelActor:
             if self.attack.keep_images:
                 shapes["stored_flips"] = ((), bool)
                 shapes["image_png"] = ((), object)
+        if self.explain_cfg.enabled:
+            shapes["explanations"] = ((), object)
         for name, (shape, dtype) in shapes.items():
             if name not in out:
                 out[name] = np.zeros((n, *shape), dtype=dtype)
                 if dtype is object:
-                    out[name][:] = b""
+                    out[name][:] = "" if name == "explanations" else b""
         return out

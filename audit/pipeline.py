@@ -11,6 +11,7 @@ This module never calls ``ray.init()``: the entry points (``ray_jobs.audit``, ``
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import platform
 import time
@@ -22,12 +23,20 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from audit.config import AuditConfig, ConfigError, DataConfig, Device, Layout, SelectionMethod
+from audit.config import (
+    AuditConfig,
+    ConfigError,
+    DataConfig,
+    Device,
+    ExplainWhich,
+    Layout,
+    SelectionMethod,
+)
 from audit.data.layouts import Listing, list_inputs
 from audit.metrics import AttackCounter, ErrorCounter
 from audit.model_actor import ModelActor, decode_batch
 from audit.models import LoadedModel, check_model_config, load_model
-from audit.store import ERRORS, SELECTIONS, RunStore, utc_now
+from audit.store import ERRORS, EXPLANATIONS, SELECTIONS, RunStore, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +165,7 @@ class _Pass:
         self.predictions = _TableBuffer(self.store, "predictions", size, on_file)
         self.errors = _TableBuffer(self.store, "errors", size, on_file)
         self.adversarial = _TableBuffer(self.store, "adversarial", size, on_file)
+        self.explanations = _TableBuffer(self.store, "explanations", max(1, size // 16), on_file)
         self.done = 0
         self.predict_done = False
         self.predict_finished: float | None = None
@@ -211,6 +221,33 @@ class _Pass:
         self.predictions.append(table)
         if self.attack_counter is not None:
             self._add_adversarial(b, labels)
+        if "explanations" in b:
+            self._add_explanations(b)
+
+    def _add_explanations(self, b: dict[str, np.ndarray]) -> None:
+        e = self.cfg.explain
+        rows = []
+        for image_id, found, seg in zip(
+            b["image_id"], b["explanations"], b["segments"], strict=True
+        ):
+            if not found:
+                continue
+            for ex in json.loads(found):
+                rows.append(
+                    {
+                        "run_id": self.run_id,
+                        "model": self.model.name,
+                        "image_id": str(image_id),
+                        "n_segments": len(ex["weights"]),
+                        "segments": bytes(seg),
+                        "n_samples": e.n_samples,
+                        "kernel_width": e.kernel_width,
+                        "seed": e.seed,
+                        **ex,
+                    }
+                )
+        if rows:
+            self.explanations.append(pa.Table.from_pylist(rows, schema=EXPLANATIONS))
 
     def _add_adversarial(self, b: dict[str, np.ndarray], labels: np.ndarray) -> None:
         n = len(labels)
@@ -261,6 +298,7 @@ class _Pass:
         self.predictions.flush()
         self.errors.flush()
         self.adversarial.flush()
+        self.explanations.flush()
 
     # --- manifest -----------------------------------------------------------------------
     def write_manifest(self, state: str, error: str | None = None) -> None:
@@ -392,6 +430,41 @@ def _safe_source(data: DataConfig) -> str | list[str]:
     return data.source
 
 
+def explain_flags(cfg: AuditConfig, listing: Listing, model: LoadedModel) -> list[bool]:
+    """Which records get segmented for LIME (decided at listing time, by image_id order).
+
+    ``misclassified`` and ``flipped`` are only known after prediction, so every record is a
+    candidate then and the actor decides; the others are decided here.
+
+    Raises:
+        ConfigError: ``explain.classes`` names a class the model does not have.
+    """
+    e = cfg.explain
+    records = listing.records
+    if not e.enabled:
+        return [False] * len(records)
+    if e.which is ExplainWhich.CLASSES:
+        wanted = set()
+        for class_id in e.classes:
+            index = model.classes.get(class_id)
+            if index is None:
+                raise ConfigError(
+                    f"The 'explain.classes' field lists {class_id!r}, which is not a class of "
+                    f"{model.classes.name}."
+                )
+            wanted.add(index)
+        return [r.label in wanted for r in records]
+    if e.which is ExplainWhich.PER_CLASS:
+        seen: dict[int | None, int] = {}
+        flags = []
+        for r in records:  # sorted by image_id
+            k = seen.get(r.label, 0)
+            flags.append(r.label is not None and k < e.per_class)
+            seen[r.label] = k + 1
+        return flags
+    return [True] * len(records)
+
+
 def prepare(cfg: AuditConfig) -> tuple[LoadedModel, DataConfig, Listing, float]:
     """Everything that can fail on bad configuration, before any work is scheduled.
 
@@ -463,9 +536,15 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
             ctx = DataContext.get_current()
             ctx.enable_progress_bars = progress is None
             model_ref = ray.put(model.module)
+            flags = explain_flags(cfg, listing, model)
             items = [
-                {"image_id": r.image_id, "uri": r.uri, "label": -1 if r.label is None else r.label}
-                for r in listing.records
+                {
+                    "image_id": r.image_id,
+                    "uri": r.uri,
+                    "label": -1 if r.label is None else r.label,
+                    "explain": flag,
+                }
+                for r, flag in zip(listing.records, flags, strict=True)
             ]
             n_blocks = min(-(-len(items) // cfg.data.decode_batch_size), 5000)
             ds: Any = ray.data.from_items(items, override_num_blocks=n_blocks)
@@ -476,6 +555,8 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
                 fn_kwargs={
                     "max_pixels": cfg.data.max_pixels,
                     "storage_options": dict(cfg.data.storage_options),
+                    "segmentation": cfg.explain.segmentation if cfg.explain.enabled else None,
+                    "seed": cfg.explain.seed,
                 },
                 num_cpus=1,
                 # Reserve memory for a batch of full-size decodes (ImageNet's largest is 36 MB
@@ -495,6 +576,7 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
                     "embeddings": cfg.predict.embeddings,
                     "cpu_threads": cfg.predict.cpu_threads,
                     "attack": cfg.attack,
+                    "explain_cfg": cfg.explain,
                 },
                 batch_size=cfg.predict.batch_size,
                 batch_format="numpy",

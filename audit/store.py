@@ -70,6 +70,26 @@ ADVERSARIAL = pa.schema(
     ]
 )
 
+EXPLANATIONS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("variant", pa.string(), nullable=False),  # clean, adversarial
+        pa.field("explained_class", pa.int32(), nullable=False),
+        pa.field("segments", pa.binary(), nullable=False),  # 16-bit PNG of the super-pixel map
+        pa.field("n_segments", pa.int32(), nullable=False),
+        pa.field("weights", pa.list_(pa.float64()), nullable=False),  # one per super-pixel
+        pa.field("intercept", pa.float64(), nullable=False),
+        pa.field("score", pa.float64(), nullable=False),  # weighted R^2 of the surrogate
+        pa.field("local_pred", pa.float64(), nullable=False),  # surrogate at the full image
+        pa.field("top_features", pa.list_(pa.int32()), nullable=False),  # the explanation path
+        pa.field("n_samples", pa.int32(), nullable=False),
+        pa.field("kernel_width", pa.float32(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+    ]
+)
+
 SELECTIONS = pa.schema(
     [
         pa.field("run_id", pa.string(), nullable=False),
@@ -101,6 +121,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "predictions": PREDICTIONS,
     "errors": ERRORS,
     "adversarial": ADVERSARIAL,
+    "explanations": EXPLANATIONS,
     "selections": SELECTIONS,
     "metrics": METRICS,
 }

@@ -101,7 +101,10 @@ def ray_pass(
             "data": {"source": str(root)},
             "model": {"name": model_name, "weights": "random"},
             "predict": {"batch_size": batch_size},
-            "attack": {"enabled": False},  # the prediction stage alone, as the plain loop does
+            # the prediction stage alone, as the plain loop does
+            "attack": {"enabled": False},
+            "explain": {"enabled": False},
+            "criticism": {"enabled": False},
             "output": {"root": str(out), "run_id": run_id},
         }
     )

@@ -17,8 +17,10 @@ from typer.testing import CliRunner
 
 from audit.config import ModelConfig
 from audit.data.decode import load_image
+from audit.data.segments import decode_segments
 from audit.models import load_model
 from audit.stages.attack import NEVER
+from audit.stages.explain import explain
 from audit.store import read_manifest, read_table
 from cli import app
 
@@ -55,6 +57,7 @@ def test_run_with_no_arguments_runs_the_demo(
     assert "adv_top1_accuracy" in result.output and "steps_to_flip: 0:" in result.output
     check_adversarial_against_reference(run, preds)
     check_selections_against_reference(run, preds)
+    check_explanations(run, preds)
 
     status = runner.invoke(app, ["status"])
     assert status.exit_code == 0, status.output
@@ -126,6 +129,37 @@ def check_selections_against_reference(run: str, preds: pa.Table) -> None:
             assert set(protos) <= ids and set(crits) <= ids and not set(protos) & set(crits)
         assert picked("adversarial", "prototype") and picked("probability", "prototype")
     assert {s["class_id"] for s in sel} == {f"digit_{d}" for d in range(10)}
+
+
+def check_explanations(run: str, preds: pa.Table) -> None:
+    """First image of each class explained (clean, plus adversarial when flipped); one row
+    re-explained directly from its stored segment map gives the same surrogate."""
+    ex = read_table(run, "explanations").to_pylist()
+    adv = {r["image_id"]: r for r in read_table(run, "adversarial").to_pylist()}
+    rows = sorted(preds.to_pylist(), key=lambda r: r["image_id"])
+    firsts = {}
+    for r in rows:
+        firsts.setdefault(r["label"], r)
+    expected = {(r["image_id"], "clean") for r in firsts.values()} | {
+        (r["image_id"], "adversarial")
+        for r in firsts.values()
+        if (adv[r["image_id"]]["steps_to_flip"] or 0) >= 1
+    }
+    assert {(e["image_id"], e["variant"]) for e in ex} == expected
+    by_id = {r["image_id"]: r for r in rows}
+    for e in ex:
+        seg = decode_segments(e["segments"])
+        assert seg.shape == (224, 224) and int(seg.max()) + 1 == e["n_segments"]
+        assert len(e["weights"]) == e["n_segments"] and 1 <= len(e["top_features"]) <= 8
+        r = by_id[e["image_id"]]
+        want = r["top5_classes"][0] if e["variant"] == "clean" else adv[e["image_id"]]["adv_class"]
+        assert e["explained_class"] == want
+    clean = next(e for e in ex if e["variant"] == "clean")
+    model = load_model(ModelConfig(name="demo_digits")).module
+    image = load_image(by_id[clean["image_id"]]["uri"], 10**8)
+    again = explain(model, image, decode_segments(clean["segments"]), clean["explained_class"])
+    np.testing.assert_allclose(again.surrogate.weights, clean["weights"], rtol=1e-6, atol=1e-9)
+    assert again.surrogate.top_features.tolist() == clean["top_features"]
 
 
 def test_run_refuses_bad_config_with_one_line(

@@ -93,6 +93,7 @@ def test_imagefolder_end_to_end_matches_plain_loop(tmp_path: Path, ray_local: No
             "data": {"source": str(tmp_path / "val")},
             "model": {"name": "resnet18", "weights": "random", "seed": 3},
             "predict": {"batch_size": 4},
+            "explain": {"enabled": False},  # LIME on resnet18 is minutes on CPU; the demo tests it
             "output": {"root": str(tmp_path / "out"), "run_id": "e2e", "rows_per_file": 5},
         }
     )
@@ -179,6 +180,7 @@ def test_flat_layouts_end_to_end(tmp_path: Path, ray_local: None, layout: str) -
             "data": {"source": str(tmp_path / "val"), "layout": "auto"},
             "model": {"name": "resnet18", "weights": "random"},
             "predict": {"embeddings": False},
+            "explain": {"enabled": False},
             "output": {"root": str(tmp_path / "out"), "run_id": layout},
         }
     )

@@ -176,8 +176,8 @@ def attack_columns(
     device: torch.device,
     bf16: bool = False,
     keep_images: bool = False,
-) -> dict[str, np.ndarray]:
-    """Attack decoded images and return the ``adversarial`` table's per-image columns.
+) -> tuple[dict[str, np.ndarray], Tensor]:
+    """Attack decoded images; return the ``adversarial`` table's per-image columns and images.
 
     Args:
         model: As for :func:`ifgsm`, on ``device``.
@@ -191,7 +191,8 @@ def attack_columns(
     Returns:
         Columns ``steps_to_flip`` (int16, -1 = never), ``adv_class`` (int32), ``adv_prob``,
         ``linf``, ``l2`` (float32), and with ``keep_images`` ``image_png`` (object, bytes) and
-        ``stored_flips`` (bool).
+        ``stored_flips`` (bool); and the adversarial images ``(n, 3, H, W)`` in [0, 1] on
+        ``device`` (unrounded, for explaining them).
     """
     x = images_to_tensor(images, device, channels_last=device.type == "cuda")
     y = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=device)
@@ -220,4 +221,4 @@ def attack_columns(
             Image.fromarray(img).save(buf, format="PNG")
             pngs[i] = buf.getvalue()
         out["image_png"] = pngs
-    return out
+    return out, r.adversarial

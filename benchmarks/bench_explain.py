@@ -1,0 +1,254 @@
+"""LIME explanation time against lime 0.2's LimeImageExplainer and Captum's Lime, on CPU.
+
+All of them explain the same model's softmax probability for the same class on the same image
+(the first decoded demo crop), with the same quickshift segmentation (``segment(image,
+"quickshift", seed=0)``, computed once outside every timing and handed to lime through
+``segmentation_fn`` and to Captum as ``feature_mask``), the same mean-colour fill of hidden
+super-pixels (lime's ``hide_color=None``; Captum gets the same fill image as ``baselines``) and
+``n`` perturbed samples:
+
+* ours: ``explain(model, image, segments, cls, n_samples=n, batch_size=250)``;
+* lime, batch 10 / 100: ``LimeImageExplainer(kernel_width=0.25).explain_instance(...,
+  top_labels=None, labels=(cls,), hide_color=None, num_samples=n, batch_size=...,
+  num_features=8)``, whose ``classifier_fn`` runs the same model on lime's ``(b, H, W, 3)``
+  numpy batch under ``torch.inference_mode`` and returns softmax probabilities;
+* captum: ``Lime(forward_func).attribute(x, target=cls, feature_mask=segments,
+  n_samples=n, perturbations_per_eval=100)`` with Captum's defaults (``SkLearnLasso(alpha=0.01)``,
+  exponential cosine kernel on the inputs);
+* model alone: ``n`` forward passes (batches of 250 on one fixed tensor), the floor.
+
+Each method's overhead ratio is its time over the model-alone time. The repeats alternate the
+order of the methods and the medians are reported. A breakdown of ours (building the perturbed
+images, the model, the surrogate fit) follows.
+
+``--model demo_digits`` is the shipped demo model (cheap: the explainers' own overhead shows);
+``--model resnet18`` is a randomly initialised ResNet-18 (no weights are downloaded) whose
+forward passes dominate.
+
+lime and Captum are benchmark-only dependencies (captum 0.9 installs without touching torch).
+
+    .venv/bin/pip install lime captum
+    .venv/bin/python benchmarks/bench_explain.py --model demo_digits --repeats 3
+    .venv/bin/python benchmarks/bench_explain.py --model resnet18 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # lime's data_labels wraps its loop in tqdm
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from audit.config import ModelConfig
+from audit.data.decode import ImageLoadError, load_image
+from audit.data.demo import ensure_demo_dataset
+from audit.models import load_model
+from audit.stages.explain import (
+    explain,
+    fill_image,
+    fit_surrogate,
+    kernel_weights,
+    perturb,
+    sample_masks,
+    segment,
+)
+from audit.stages.predict import images_to_tensor
+
+
+def demo_image() -> np.ndarray:
+    """The first decoded demo crop, ``(224, 224, 3) uint8``."""
+    for path in sorted(Path(ensure_demo_dataset()).glob("digit_*/*")):
+        try:
+            return load_image(str(path), 10**8)
+        except ImageLoadError:
+            continue
+    raise RuntimeError("no decodable demo image")
+
+
+def timed(fn, *args) -> tuple[float, object]:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t0, out
+
+
+def top_k(values: np.ndarray, k: int) -> set[int]:
+    order = np.lexsort((np.arange(len(values)), -np.abs(values)))
+    return {int(i) for i in order[:k] if values[i] != 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo_digits", help="demo_digits or a torchvision name")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    args = parser.parse_args()
+    from captum.attr import Lime
+    from lime import lime_image
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n = args.samples
+    if args.model == "demo_digits":
+        model = load_model(ModelConfig(name="demo_digits")).module
+    else:
+        model = load_model(ModelConfig(name=args.model, weights="random")).module
+    model.eval()
+    image = demo_image()
+    segments = segment(image, "quickshift", seed=0)  # once, outside every timing
+    d = int(segments.max()) + 1
+    x = images_to_tensor(image[None], torch.device("cpu"))  # (1, 3, 224, 224)
+    with torch.inference_mode():
+        cls = int(model(x).argmax(1).item())
+    seg_t = torch.from_numpy(segments.astype(np.int64))
+    fill = fill_image(x[0], seg_t, "mean").unsqueeze(0)
+    fixed = x.expand(250, -1, -1, -1).contiguous()
+    seen_dtypes: set[str] = set()
+
+    def classifier_fn(imgs: np.ndarray) -> np.ndarray:
+        seen_dtypes.add(str(imgs.dtype))
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float() / 255.0
+            return torch.softmax(model(t), dim=1).numpy()
+
+    def forward_func(batch: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(batch), dim=1)
+
+    captum_lime = Lime(forward_func)
+
+    def ours(m: int) -> np.ndarray:
+        e = explain(model, image, segments, cls, n_samples=m, batch_size=250)
+        return e.surrogate.weights
+
+    def lime_run(m: int, bs: int) -> np.ndarray:
+        exp = lime_image.LimeImageExplainer(kernel_width=0.25, random_state=0).explain_instance(
+            image,
+            classifier_fn,
+            top_labels=None,
+            labels=(cls,),
+            hide_color=None,
+            num_samples=m,
+            batch_size=bs,
+            segmentation_fn=lambda img: segments,
+            num_features=8,
+            random_seed=0,
+        )
+        w = np.zeros(d)
+        for f, v in exp.local_exp[cls]:
+            w[f] = v
+        return w
+
+    def captum_run(m: int) -> np.ndarray:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            attr = captum_lime.attribute(
+                x,
+                baselines=fill,
+                target=cls,
+                feature_mask=seg_t[None, None],
+                n_samples=m,
+                perturbations_per_eval=100,
+            )
+        w = np.zeros(d)
+        flat = attr[0, 0].reshape(-1).numpy()
+        w[segments.reshape(-1)] = flat  # constant within a super-pixel
+        return w
+
+    def model_alone(m: int) -> None:
+        with torch.inference_mode():
+            for start in range(0, m, 250):
+                torch.softmax(model(fixed[: min(250, m - start)]), dim=1)
+
+    methods = {
+        "ours": lambda m: ours(m),
+        "lime, batch 10": lambda m: lime_run(m, 10),
+        "lime, batch 100": lambda m: lime_run(m, 100),
+        "captum Lime": lambda m: captum_run(m),
+        "model alone": lambda m: model_alone(m),
+    }
+    print(
+        f"{args.model}, 1 image, {d} quickshift super-pixels, class {cls}, n {n}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    for fn in methods.values():  # warm-up on a short run
+        fn(min(n, 100))
+    print(f"lime hands classifier_fn numpy batches of dtype {sorted(seen_dtypes)}")
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    weights: dict[str, np.ndarray] = {}
+    for r in range(args.repeats):
+        order = list(methods) if r % 2 == 0 else list(reversed(methods))
+        for name in order:
+            s, out = timed(methods[name], n)
+            times[name].append(s)
+            if out is not None:
+                weights[name] = out
+
+    # breakdown of ours: perturbed images only, the model only, the surrogate only
+    masks = sample_masks(d, n, 0)
+    parts: dict[str, list[float]] = {"build images": [], "model + softmax": [], "surrogate": []}
+    for _ in range(args.repeats):
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            xi = x[0]
+            fill_i = fill_image(xi, seg_t, "mean")
+            masks_t = torch.from_numpy(masks)
+            batches = [
+                perturb(xi, seg_t, masks_t[s : s + 250], fill_i) for s in range(0, n, 250)
+            ]
+            t1 = time.perf_counter()
+            target = np.concatenate(
+                [torch.softmax(model(b), dim=1)[:, cls].numpy() for b in batches]
+            ).astype(np.float64)
+            t2 = time.perf_counter()
+        fit_surrogate(masks, target, kernel_weights(masks, 0.25), 8, "wls")
+        t3 = time.perf_counter()
+        parts["build images"].append(t1 - t0)
+        parts["model + softmax"].append(t2 - t1)
+        parts["surrogate"].append(t3 - t2)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    floor = med["model alone"]
+    print()
+    print("| method | s / explanation | overhead (time / model alone) |")
+    print("|---|---|---|")
+    for name, s in med.items():
+        print(f"| {name} | {s:.3f} | {s / floor:.2f} |")
+    print()
+    for peer in ("lime, batch 10", "lime, batch 100", "captum Lime"):
+        print(f"ratio time ours / {peer:16s}: {med['ours'] / med[peer]:.3f}")
+    print()
+    print(f"breakdown of ours (separate median of {args.repeats}):")
+    for name, v in parts.items():
+        print(f"  {name:16s}: {statistics.median(v):.3f} s")
+    print()
+    print(f"top-8 super-pixels shared with ours (last repeat): ", end="")
+    ours_top = top_k(weights["ours"], 8)
+    print(
+        ", ".join(
+            f"{p}: {len(ours_top & top_k(weights[p], 8))}/8"
+            for p in ("lime, batch 10", "lime, batch 100", "captum Lime")
+        )
+    )
+    print()
+    fastest_lime = min(med["lime, batch 10"], med["lime, batch 100"])
+    fastest_peer = min(fastest_lime, med["captum Lime"])
+    if args.model == "demo_digits":
+        a = med["ours"] / fastest_lime
+        b = med["ours"] / floor
+        print(f"target ours <= 1/3 of lime_image (fastest batch): {a:.3f} -> {'met' if a <= 1 / 3 else 'NOT met'}")
+        print(f"target ours overhead <= 1.2: {b:.2f} -> {'met' if b <= 1.2 else 'NOT met'}")
+    else:
+        c = med["ours"] / fastest_peer
+        print(f"target ours no slower than the fastest peer: {c:.3f} -> {'met' if c <= 1.0 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
