@@ -255,6 +255,7 @@ def test_kept_adversarial_images_and_stored_flips(
         {
             "data": {"limit": 24},
             "attack": {"keep_images": True, "eps_step": 0.002},
+            "explain": {"enabled": False},
             "output": {"root": str(tmp_path / "out"), "run_id": "keep"},
         }
     )
@@ -288,3 +289,62 @@ def _crop(img: np.ndarray) -> np.ndarray:
     from audit.data.decode import eval_crop
 
     return eval_crop(Image.fromarray(img))
+
+
+@pytest.mark.parametrize("which", ["per_class", "classes", "all", "misclassified", "flipped"])
+def test_explain_which_images(which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """explain.which picks exactly the images its rule says, checked row by row."""
+    import json
+
+    from audit.data.demo import ensure_demo_dataset
+    from audit.data.layouts import list_inputs
+    from audit.model_actor import ModelActor
+    from audit.pipeline import explain_flags
+
+    monkeypatch.setenv("AUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = build_config(
+        {
+            "data": {"source": ensure_demo_dataset(), "layout": "imagefolder", "per_class": 3},
+            "explain": {"which": which, "per_class": 2, "classes": ["digit_3"], "n_samples": 40},
+        }
+    )
+    loaded = load_model(cfg.model)
+    listing = list_inputs(cfg.data, loaded.classes)
+    flags = explain_flags(cfg, listing, loaded)
+    records = listing.records
+    if which == "per_class":
+        assert flags == [
+            sum(1 for q in records[:i] if q.label == r.label) < 2 for i, r in enumerate(records)
+        ]
+    elif which == "classes":
+        assert flags == [r.label == 3 for r in records]
+    else:
+        assert all(flags)
+    batch = decode_batch(
+        {
+            "image_id": np.array([r.image_id for r in records], dtype=object),
+            "uri": np.array([r.uri for r in records], dtype=object),
+            "label": np.array([r.label for r in records]),
+            "explain": np.array(flags),
+        },
+        max_pixels=10**8,
+        segmentation="slic",
+    )
+    actor = ModelActor(
+        loaded.module,
+        len(loaded.classes),
+        loaded.embedding_dim,
+        "cpu",
+        False,
+        True,
+        attack=cfg.attack,
+        explain_cfg=cfg.explain,
+    )
+    out = actor(batch)
+    for i, r in enumerate(records):
+        variants = [e["variant"] for e in json.loads(out["explanations"][i] or "[]")]
+        wrong = out["top5_classes"][i][0] != r.label
+        flipped = out["steps_to_flip"][i] >= 1
+        chosen = flags[i] and {"misclassified": wrong, "flipped": flipped}.get(which, True)
+        expected = (["clean"] + (["adversarial"] if flipped else [])) if chosen else []
+        assert variants == expected, (which, r.image_id)
