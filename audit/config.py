@@ -191,7 +191,9 @@ class ExplainConfig:
         fill: Colour of hidden super-pixels: ``mean`` (each super-pixel's mean), ``zero``,
             ``blur``.
         regressor: ``wls`` (weighted least squares on the K features) or ``ridge`` (lime's).
-        batch_size: Perturbed images per forward pass.
+        batch_size: Perturbed images per forward pass; unset means 250 on GPU and 10 on CPU
+            (on CPU, batches of 250 crops of 224x224 run slower than small ones: see
+            docs/performance.md).
         seed: Seeds segmentation and sampling; an explanation depends on it and on nothing
             else (not on batch size or on the worker).
     """
@@ -207,7 +209,7 @@ class ExplainConfig:
     segmentation: str = "quickshift"
     fill: str = "mean"
     regressor: str = "wls"
-    batch_size: int = 250
+    batch_size: int | None = None
     seed: int = 0
 
 

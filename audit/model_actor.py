@@ -219,7 +219,7 @@ class ModelActor:
                     num_features=e.num_features,
                     fill=e.fill,
                     regressor=e.regressor,
-                    batch_size=e.batch_size,
+                    batch_size=e.batch_size or (250 if self.device.type == "cuda" else 10),
                     seed=e.seed,
                     device=self.device,
                     bf16=self.bf16,
