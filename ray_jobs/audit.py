@@ -45,6 +45,7 @@ def format_summary(cfg: AuditConfig, result_manifest: dict, url: str) -> str:
         f"{tables.get('predictions', {}).get('rows', 0)}, errors {tables.get('errors', {}).get('rows', 0)}",
         f"  predict: {pred.get('seconds', 0):.1f} s, {pred.get('images_per_second') or 0:.1f} images/s",
         f"  tables: adversarial {tables.get('adversarial', {}).get('rows', 0)} rows, "
+        f"explanations {tables.get('explanations', {}).get('rows', 0)} rows, "
         f"selections {tables.get('selections', {}).get('rows', 0)} rows",
     ]
     lines += format_metrics(result_manifest.get("metrics", {}))
