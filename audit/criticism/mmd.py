@@ -349,6 +349,22 @@ def greedy_prototypes(x: np.ndarray, m: int, gamma: float) -> list[int]:
     return chosen
 
 
+def _criticism_inputs(
+    x: np.ndarray, prototypes: Sequence[int], c: int, gamma: float, lam: float
+) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """Validate a criticism call; returns ``x``, ``n``, the prototype indices and their mask."""
+    x = _check_x(x)
+    n = x.shape[0]
+    protos = _check_indices(prototypes, n, "prototypes")
+    excluded = np.zeros(n, dtype=bool)
+    excluded[protos] = True
+    _check_count(c, n - int(excluded.sum()), "c")
+    _check_gamma(gamma)
+    if lam < 0:
+        raise ValueError(f"The 'lam' parameter must be a float >= 0. Got {lam!r} instead.")
+    return x, n, protos, excluded
+
+
 def greedy_criticisms(
     x: np.ndarray, prototypes: Sequence[int], c: int, gamma: float, lam: float = 1e-5
 ) -> list[int]:
@@ -367,15 +383,7 @@ def greedy_criticisms(
     Returns:
         ``c`` distinct row indices in selection order (ties go to the smallest index).
     """
-    x = _check_x(x)
-    n = x.shape[0]
-    protos = _check_indices(prototypes, n, "prototypes")
-    excluded = np.zeros(n, dtype=bool)
-    excluded[protos] = True
-    _check_count(c, n - int(excluded.sum()), "c")
-    _check_gamma(gamma)
-    if lam < 0:
-        raise ValueError(f"The 'lam' parameter must be a float >= 0. Got {lam!r} instead.")
+    x, n, protos, excluded = _criticism_inputs(x, prototypes, c, gamma, lam)
     data = _Data(x, gamma)
     absw = np.abs(witness(x, protos.tolist(), gamma))
     resid = np.ones(n)  # Schur complements r_e
@@ -799,16 +807,8 @@ def sieve_criticisms(
     Returns:
         At most ``c`` distinct row indices, in insertion order, of the best candidate set.
     """
-    x = _check_x(x)
-    n = x.shape[0]
-    protos = _check_indices(prototypes, n, "prototypes")
-    excluded = np.zeros(n, dtype=bool)
-    excluded[protos] = True
-    _check_count(c, n - int(excluded.sum()), "c")
-    _check_gamma(gamma)
+    x, n, protos, excluded = _criticism_inputs(x, prototypes, c, gamma, lam)
     _check_eps(eps)
-    if lam < 0:
-        raise ValueError(f"The 'lam' parameter must be a float >= 0. Got {lam!r} instead.")
     stream = _check_order(order, n)
     if c == 0:
         return []
