@@ -93,15 +93,28 @@ def test_small_classes_give_what_they_have() -> None:
 
 def test_completion_from_empty_is_the_greedy(rng: np.random.Generator) -> None:
     from audit.criticism import mmd
-    from audit.criticism.selectors import _complete
 
     x = rng.normal(size=(40, 6))
-    assert _complete(x, [], 4, 0.1) == mmd.greedy_prototypes(x, 4, 0.1)
+    assert mmd.greedy_prototypes(x, 4, 0.1, start=[]) == mmd.greedy_prototypes(x, 4, 0.1)
     start = mmd.greedy_prototypes(x, 2, 0.1)
-    assert _complete(x, start, 4, 0.1) == mmd.greedy_prototypes(x, 4, 0.1)
+    assert mmd.greedy_prototypes(x, 4, 0.1, start=start) == mmd.greedy_prototypes(x, 4, 0.1)
 
 
 def test_sieve_selector_always_fills_the_count(rng: np.random.Generator) -> None:
     ids, _, _, _, _, emb = rows(rng, n=30)
     sel = MMDCriticSelector(3, 3, solver="sieve").fit(ids, emb)
     assert len(sel.prototypes_) == 3 and len(sel.criticisms_) == 3
+
+
+def test_greedy_from_an_arbitrary_start_follows_the_objective(rng: np.random.Generator) -> None:
+    from audit.criticism import mmd
+
+    x = rng.normal(size=(25, 5))
+    got = mmd.greedy_prototypes(x, 3, 0.2, start=[7])
+    chosen = [7]
+    while len(chosen) < 3:  # plain greedy on the objective itself, one full evaluation each
+        rest = [j for j in range(25) if j not in chosen]
+        chosen.append(max(rest, key=lambda j: (mmd.prototype_objective(x, [*chosen, j], 0.2), -j)))
+    assert got == chosen
+    with pytest.raises(ValueError, match="distinct"):
+        mmd.greedy_prototypes(x, 3, 0.2, start=[1, 1])

@@ -316,13 +316,15 @@ class _Data:
         ]
 
 
-def greedy_prototypes(x: np.ndarray, m: int, gamma: float) -> list[int]:
+def greedy_prototypes(x: np.ndarray, m: int, gamma: float, start: Sequence[int] = ()) -> list[int]:
     """Standard greedy maximisation of ``J_b`` with exactly ``m`` picks.
 
     Args:
         x: Embeddings ``(n, d)``.
         m: Number of prototypes, at most ``n``.
         gamma: RBF parameter.
+        start: Prototypes already chosen (for example a sieve's best set), kept first and
+            extended greedily; distinct, at most ``m``.
 
     Returns:
         ``m`` distinct row indices in selection order (ties go to the smallest index).
@@ -331,6 +333,11 @@ def greedy_prototypes(x: np.ndarray, m: int, gamma: float) -> list[int]:
     n = x.shape[0]
     _check_count(m, n, "m")
     _check_gamma(gamma)
+    first = _check_indices(start, n, "start").tolist()
+    if len(set(first)) != len(first) or len(first) > m:
+        raise ValueError(
+            f"The 'start' indices must be distinct and at most m={m}. Got {first} instead."
+        )
     data = _Data(x, gamma)
     mu = _col_means(data.x, data.sq, data.x, data.sq, gamma, 2048)
     ksum = np.zeros(n)  # sum_{j in S} k(x_e, x_j)
@@ -338,9 +345,12 @@ def greedy_prototypes(x: np.ndarray, m: int, gamma: float) -> list[int]:
     chosen: list[int] = []
     taken = np.zeros(n, dtype=bool)
     for size in range(m):
-        value = 2.0 * (sum_mu + mu) / (size + 1) - (sum_k + 2.0 * ksum + 1.0) / (size + 1) ** 2
-        value[taken] = -np.inf
-        j = int(np.argmax(value))
+        if size < len(first):
+            j = int(first[size])
+        else:
+            value = 2.0 * (sum_mu + mu) / (size + 1) - (sum_k + 2.0 * ksum + 1.0) / (size + 1) ** 2
+            value[taken] = -np.inf
+            j = int(np.argmax(value))
         sum_k += 2.0 * ksum[j] + 1.0
         sum_mu += mu[j]
         ksum += data.column(j)

@@ -128,32 +128,6 @@ class RandomSelector(_Selector):
         return self
 
 
-def _complete(x: np.ndarray, chosen: list[int], m: int, gamma: float) -> list[int]:
-    """Extend a prototype set greedily on J_b until it has ``m`` members.
-
-    The sieve returns its best candidate set, which can be smaller than ``m``; users asked for
-    ``m`` prototypes, so the rest are added by the greedy rule (ties: smallest index).
-    """
-    chosen = list(chosen)
-    if len(chosen) >= m:
-        return chosen
-    mu = mmd.mean_kernel(x, gamma)
-    k_all = mmd.rbf_kernel(x, x[chosen], gamma) if chosen else np.zeros((len(x), 0))
-    sum_mu = float(mu[chosen].sum())
-    sum_k = float(k_all[chosen].sum()) if chosen else 0.0
-    while len(chosen) < m:
-        size = len(chosen) + 1
-        cross = k_all.sum(axis=1)
-        value = 2.0 * (sum_mu + mu) / size - (sum_k + 2.0 * cross + 1.0) / size**2
-        value[chosen] = -np.inf
-        j = int(np.argmax(value))
-        chosen.append(j)
-        sum_mu += float(mu[j])
-        sum_k += 2.0 * float(cross[j]) + 1.0
-        k_all = np.hstack([k_all, mmd.rbf_kernel(x, x[j : j + 1], gamma)])
-    return chosen
-
-
 class MMDCriticSelector(_Selector):
     """MMD-critic on embeddings: prototypes maximise J_b, criticisms the regularised witness.
 
@@ -194,7 +168,8 @@ class MMDCriticSelector(_Selector):
         else:
             order = np.random.default_rng(self.seed).permutation(len(ids))
             protos = mmd.sieve_prototypes(x, m, self.gamma_, eps=self.eps, order=order) if m else []
-        protos = _complete(x, protos, m, self.gamma_)
+        if len(protos) < m:  # the sieve's best set can be smaller: extend it greedily
+            protos = mmd.greedy_prototypes(x, m, self.gamma_, start=protos)
         c = min(self.n_criticisms, len(ids) - len(protos))
         if c <= 0:
             crits: list[int] = []
