@@ -167,6 +167,24 @@ class ExplainWhich(str, Enum):
     FLIPPED = "flipped"  # flipped by the attack (1..M steps)
 
 
+class Segmentation(str, Enum):
+    QUICKSHIFT = "quickshift"
+    SLIC = "slic"
+
+
+class Fill(str, Enum):
+    """What hidden super-pixels show."""
+
+    MEAN = "mean"
+    ZERO = "zero"
+    BLUR = "blur"
+
+
+class Regressor(str, Enum):
+    WLS = "wls"
+    RIDGE = "ridge"
+
+
 class Variant(str, Enum):
     CLEAN = "clean"
     ADVERSARIAL = "adversarial"
@@ -206,9 +224,9 @@ class ExplainConfig:
     n_samples: int = 1000
     kernel_width: float = 0.25
     num_features: int = 8
-    segmentation: str = "quickshift"
-    fill: str = "mean"
-    regressor: str = "wls"
+    segmentation: Segmentation = Segmentation.QUICKSHIFT
+    fill: Fill = Fill.MEAN
+    regressor: Regressor = Regressor.WLS
     batch_size: int | None = None
     seed: int = 0
 
@@ -471,16 +489,6 @@ def validate(cfg: AuditConfig) -> AuditConfig:
         raise ConfigError(
             f"The 'explain.kernel_width' field must be a float > 0. Got {e.kernel_width!r} instead."
         )
-    for name, value, allowed in (
-        ("segmentation", e.segmentation, ("quickshift", "slic")),
-        ("fill", e.fill, ("mean", "zero", "blur")),
-        ("regressor", e.regressor, ("wls", "ridge")),
-    ):
-        if value not in allowed:
-            raise ConfigError(
-                f"The 'explain.{name}' field must be one of "
-                f"{', '.join(repr(a) for a in allowed)}. Got {value!r} instead."
-            )
     if e.which is ExplainWhich.CLASSES and not e.classes:
         raise ConfigError(
             "The 'explain.classes' field must list class ids with explain.which 'classes'."

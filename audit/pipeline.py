@@ -555,7 +555,7 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
                 fn_kwargs={
                     "max_pixels": cfg.data.max_pixels,
                     "storage_options": dict(cfg.data.storage_options),
-                    "segmentation": cfg.explain.segmentation if cfg.explain.enabled else None,
+                    "segmentation": cfg.explain.segmentation.value if cfg.explain.enabled else None,
                     "seed": cfg.explain.seed,
                 },
                 num_cpus=1,
