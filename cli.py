@@ -77,7 +77,7 @@ def run(
     finally:
         if bar is not None:
             bar.close()
-    typer.echo(format_summary(cfg, result.manifest, result.url))
+    typer.echo(format_summary(result.manifest, result.url))
 
 
 def _find_run(run: str | None, output: str) -> str:

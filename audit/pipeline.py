@@ -505,9 +505,10 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
     from ray.data import ActorPoolStrategy, DataContext
 
     run_id = cfg.output.run_id or default_run_id(cfg.model.name)
-    probe = RunStore(cfg.output.root, run_id, cfg.output.storage_options)
-    if probe.exists() and not cfg.output.overwrite:
-        probe.prepare(overwrite=False)  # raises the one-line ConfigError
+    # before any work: an existing run stops here, not after the model and listing
+    RunStore(cfg.output.root, run_id, cfg.output.storage_options).refuse_existing(
+        cfg.output.overwrite
+    )
     model, data, listing, seconds_listing = prepare(cfg)
     device = resolve_device(cfg)
     num_actors = cfg.predict.num_actors or (

@@ -161,18 +161,26 @@ class RunStore:
     def exists(self) -> bool:
         return bool(self.fs.exists(self.path + "/" + MANIFEST))
 
-    def prepare(self, overwrite: bool) -> None:
-        """Create the run folder; refuse an existing run unless ``overwrite``.
+    def refuse_existing(self, overwrite: bool) -> None:
+        """Raise unless the run folder is absent or empty, or ``overwrite`` is set.
 
         Raises:
             ConfigError: the run exists and ``overwrite`` is false.
         """
+        if not overwrite and self.fs.exists(self.path) and (self.exists() or self.fs.ls(self.path)):
+            raise ConfigError(
+                f"The output run {self.url!r} already exists: choose another "
+                "'output.run_id' or set output.overwrite=true to replace it."
+            )
+
+    def prepare(self, overwrite: bool) -> None:
+        """Create the run folder, replacing an existing one only if ``overwrite``.
+
+        Raises:
+            ConfigError: the run exists and ``overwrite`` is false.
+        """
+        self.refuse_existing(overwrite)
         if self.fs.exists(self.path):
-            if not overwrite and (self.exists() or self.fs.ls(self.path)):
-                raise ConfigError(
-                    f"The output run {self.url!r} already exists: choose another "
-                    "'output.run_id' or set output.overwrite=true to replace it."
-                )
             self.fs.rm(self.path, recursive=True)
         self.fs.makedirs(self.path, exist_ok=True)
 

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from audit.config import AuditConfig, ConfigError, load_config
+from audit.config import ConfigError, load_config
 
 
 def start_ray(address: str | None = None) -> None:
@@ -34,7 +34,7 @@ def start_ray(address: str | None = None) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def format_summary(cfg: AuditConfig, result_manifest: dict, url: str) -> str:
+def format_summary(result_manifest: dict, url: str) -> str:
     """The few lines printed at the end of a run: where, how many, and the error rates."""
     tables = result_manifest.get("tables", {})
     pred = result_manifest.get("stages", {}).get("predict", {})
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_summary(cfg, result.manifest, result.url))
+    print(format_summary(result.manifest, result.url))
     return 0
 
 
