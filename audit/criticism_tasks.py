@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from audit.config import CriticismConfig, SelectionMethod
 from audit.criticism.selectors import (
@@ -23,6 +21,7 @@ from audit.criticism.selectors import (
     ProbabilitySelector,
     RandomSelector,
 )
+from audit.store import table_dataset
 
 
 def read_class(
@@ -33,9 +32,7 @@ def read_class(
     storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Rows of one class (``label == cls``) from a table's files, as numpy columns."""
-    fs, base = fsspec.core.url_to_fs(run_url, **dict(storage_options or {}))
-    paths = [base.rstrip("/") + "/" + f for f in files]
-    table = pads.dataset(paths, format="parquet", filesystem=fs).to_table(
+    table = table_dataset(run_url, files, storage_options).to_table(
         columns=list(columns), filter=pc.field("label") == cls
     )
     out: dict[str, np.ndarray] = {}

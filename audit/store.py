@@ -16,11 +16,12 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
@@ -232,16 +233,22 @@ def read_manifest(run: str, storage_options: Mapping[str, Any] | None = None) ->
     return data
 
 
+def table_dataset(
+    run: str, files: Sequence[str], storage_options: Mapping[str, Any] | None = None
+) -> pads.Dataset:
+    """A pyarrow dataset over a table's files (paths relative to the run folder, as the manifest
+    lists them), so readers can filter and pick columns without loading the whole table."""
+    fs, base = fsspec.core.url_to_fs(run, **dict(storage_options or {}))
+    paths = [base.rstrip("/") + "/" + rel for rel in files]
+    return pads.dataset(paths, format="parquet", filesystem=fs)
+
+
 def read_table(run: str, table: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
     """Read one table of a finished or running run, as listed in its manifest."""
-    fs, base = fsspec.core.url_to_fs(run, **dict(storage_options or {}))
-    manifest = read_manifest(run, storage_options)
-    files = manifest["tables"][table]["files"]
-    base = base.rstrip("/")
-    parts = [pq.read_table(base + "/" + rel, filesystem=fs) for rel in files]
-    if not parts:
+    files = read_manifest(run, storage_options)["tables"][table]["files"]
+    if not files:
         return SCHEMAS[table].empty_table()
-    return pa.concat_tables(parts)
+    return table_dataset(run, files, storage_options).to_table().cast(SCHEMAS[table])
 
 
 def utc_now() -> str:
