@@ -341,6 +341,7 @@ def test_explain_which_images(which: str, tmp_path: Path, monkeypatch: pytest.Mo
         explain_cfg=cfg.explain,
     )
     out = actor(batch)
+    explained = 0
     for i, r in enumerate(records):
         variants = [e["variant"] for e in json.loads(out["explanations"][i] or "[]")]
         wrong = out["top5_classes"][i][0] != r.label
@@ -348,3 +349,6 @@ def test_explain_which_images(which: str, tmp_path: Path, monkeypatch: pytest.Mo
         chosen = flags[i] and {"misclassified": wrong, "flipped": flipped}.get(which, True)
         expected = (["clean"] + (["adversarial"] if flipped else [])) if chosen else []
         assert variants == expected, (which, r.image_id)
+        explained += bool(variants)
+    if which != "misclassified":  # the demo model gets almost everything right
+        assert explained > 0
