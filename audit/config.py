@@ -76,6 +76,8 @@ class DataConfig:
         classes: Keep only these classes (WordNet ids such as ``n01440764``).
         max_pixels: Images with more pixels are rejected as decompression bombs.
         decode_batch_size: Images per Ray Data decode task batch.
+        jpeg_draft: Let PIL decode JPEGs at a reduced scale in the DCT domain (draft mode)
+            before the exact resize; faster, but not bit-identical to torchvision's transform.
         storage_options: Passed through to fsspec for reading inputs (credentials stay here).
     """
 
@@ -87,6 +89,7 @@ class DataConfig:
     classes: tuple[str, ...] = ()
     max_pixels: int = DEFAULT_MAX_PIXELS
     decode_batch_size: int = 32
+    jpeg_draft: bool = False
     storage_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -286,15 +289,18 @@ class OutputConfig:
     Attributes:
         root: Local path or fsspec URL.
         run_id: Name of the run folder; unset means ``<UTC time>-<model name>``.
-        overwrite: Replace an existing run folder of the same id instead of refusing.
-        rows_per_file: Rows per Parquet file of the predictions and errors tables.
+        overwrite: Replace an existing run folder of the same id instead of refusing. An
+            unfinished run of the same id with the same configuration is resumed instead.
+        shard_size: Images per shard. The input, sorted by image_id, is cut into shards of
+            this many images; a shard's rows in every table are committed together, so a rerun
+            skips committed shards and redoes at most the shards that were in flight.
         storage_options: Passed through to fsspec for writing outputs.
     """
 
     root: str = "./audit-output"
     run_id: str | None = None
     overwrite: bool = False
-    rows_per_file: int = 8192
+    shard_size: int = 1000
     storage_options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -517,7 +523,7 @@ def validate(cfg: AuditConfig) -> AuditConfig:
         raise ConfigError(
             "The 'output.root' field must be a non-empty path or URL. Got '' instead."
         )
-    _check_min("output.rows_per_file", o.rows_per_file, 1)
+    _check_min("output.shard_size", o.shard_size, 1)
     if o.run_id is not None and not _RUN_ID.match(o.run_id):
         raise ConfigError(
             "The 'output.run_id' field must be letters, digits, '.', '_' or '-' "

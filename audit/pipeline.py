@@ -160,7 +160,7 @@ class _Pass:
         self.attack_counter = (
             AttackCounter(len(model.classes), cfg.attack.max_steps) if cfg.attack.enabled else None
         )
-        size = cfg.output.rows_per_file
+        size = cfg.output.shard_size
         on_file = lambda: self.write_manifest("running")  # noqa: E731
         self.predictions = _TableBuffer(self.store, "predictions", size, on_file)
         self.errors = _TableBuffer(self.store, "errors", size, on_file)

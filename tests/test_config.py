@@ -55,7 +55,7 @@ def test_configs_in_repo_load() -> None:
         (["predict.device=tpu"], "predict.device"),
         (["predict.bf16=maybe"], "predict.bf16"),
         (["output.run_id=../etc"], "output.run_id"),
-        (["output.rows_per_file=0"], "output.rows_per_file"),
+        (["output.shard_size=0"], "output.shard_size"),
         (["attack.eps_step=2.0"], "attack.eps_step"),
         (["attack.eps_step=0"], "attack.eps_step"),
         (["attack.max_steps=0"], "attack.max_steps"),

@@ -94,7 +94,7 @@ def test_imagefolder_end_to_end_matches_plain_loop(tmp_path: Path, ray_local: No
             "model": {"name": "resnet18", "weights": "random", "seed": 3},
             "predict": {"batch_size": 4},
             "explain": {"enabled": False},  # LIME on resnet18 is minutes on CPU; the demo tests it
-            "output": {"root": str(tmp_path / "out"), "run_id": "e2e", "rows_per_file": 5},
+            "output": {"root": str(tmp_path / "out"), "run_id": "e2e", "shard_size": 5},
         }
     )
     result = run_audit(cfg)
