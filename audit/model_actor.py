@@ -43,8 +43,12 @@ def decode_batch(
     storage_options: Mapping[str, Any] | None = None,
     segmentation: str | None = None,
     seed: int = 0,
+    jpeg_draft: bool = False,
 ) -> dict[str, np.ndarray]:
     """Read and decode every row of ``batch``; failures become ``error``/``stage`` values.
+
+    ``jpeg_draft`` decodes large JPEGs in PIL's draft mode (``data.jpeg_draft``; see
+    :func:`audit.data.decode.decode_image`).
 
     Rows whose ``explain`` flag is set are also segmented into super-pixels here, in the CPU
     tasks ahead of the model actor, so the device never waits for segmentation; the map travels
@@ -58,7 +62,7 @@ def decode_batch(
     explain = np.asarray(batch.get("explain", np.zeros(n, dtype=bool)), dtype=bool)
     for i, uri in enumerate(batch["uri"]):
         try:
-            images[i] = load_image(str(uri), max_pixels, storage_options)
+            images[i] = load_image(str(uri), max_pixels, storage_options, draft=jpeg_draft)
         except ImageLoadError as exc:
             errors[i], stages[i] = exc.reason, exc.stage
             continue
@@ -74,6 +78,7 @@ def decode_batch(
         "image_id": batch["image_id"],
         "uri": batch["uri"],
         "label": batch["label"].astype(np.int64),
+        "shard": np.asarray(batch.get("shard", np.full(n, -1)), dtype=np.int64),
         "explain": explain,
         "segments": segments,
         "image": images,
@@ -269,6 +274,7 @@ class ModelActor:
             "image_id": batch["image_id"],
             "uri": batch["uri"],
             "label": batch["label"],
+            "shard": np.asarray(batch.get("shard", np.full(n, -1)), dtype=np.int64),
             "error": errors,
             "stage": stages,
             "segments": batch["segments"],

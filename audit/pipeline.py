@@ -11,6 +11,7 @@ This module never calls ``ray.init()``: the entry points (``ray_jobs.audit``, ``
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import platform
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from fsspec.implementations.memory import MemoryFileSystem
 
 from audit.config import (
     AuditConfig,
@@ -36,7 +38,7 @@ from audit.data.layouts import Listing, list_inputs
 from audit.metrics import AttackCounter, ErrorCounter
 from audit.model_actor import ModelActor, decode_batch
 from audit.models import LoadedModel, check_model_config, load_model
-from audit.store import ERRORS, EXPLANATIONS, SELECTIONS, RunStore, utc_now
+from audit.store import ERRORS, EXPLANATIONS, SELECTIONS, RunStore, table_dataset, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +57,15 @@ class RunResult:
         url: The run folder (fsspec URL).
         manifest: The final manifest as written.
         metrics: ``(name, scope, value, count)`` rows, as in the ``metrics`` table.
+        data_stats: Ray Data's execution statistics of the pass (``Dataset.stats()``: per
+            operator wall and CPU time, rows, blocks); empty when nothing was streamed.
     """
 
     run_id: str
     url: str
     manifest: dict[str, Any]
     metrics: list[tuple[str, str, float, int]]
+    data_stats: str = ""
 
 
 def default_run_id(model_name: str) -> str:
@@ -118,37 +123,51 @@ def _list_array(a2d: np.ndarray, typ: pa.DataType) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(a2d).ravel(), typ))
 
 
-class _TableBuffer:
-    """Collects rows of one table and writes them in files of exactly ``size`` rows (the last
-    file of a run may be smaller); calls ``on_file`` after each file."""
+TABLES_PER_IMAGE = ("predictions", "errors", "adversarial", "explanations")
+"""Tables whose rows belong to one image, and so to one shard."""
 
-    def __init__(self, store: RunStore, table: str, size: int, on_file: Callable[[], None]):
-        self.store, self.table, self.size, self.on_file = store, table, size, on_file
-        self.parts: list[pa.Table] = []
-        self.rows = 0
+RESUME_IGNORED = frozenset(
+    {
+        ("output", "overwrite"),
+        ("output", "root"),  # the run is its folder, wherever it was found
+        ("output", "run_id"),
+        ("output", "storage_options"),
+        ("data", "storage_options"),
+        ("data", "decode_batch_size"),
+        ("predict", "batch_size"),
+        ("predict", "num_actors"),
+        ("predict", "cpu_threads"),
+        ("explain", "batch_size"),
+    }
+)
+"""Config fields a resumed run may change: they decide how the work runs, not its result."""
 
-    def append(self, rows: pa.Table) -> None:
-        self.parts.append(rows)
-        self.rows += rows.num_rows
-        if self.rows < self.size:
-            return
-        full = pa.concat_tables(self.parts)
-        cut = (full.num_rows // self.size) * self.size
-        for start in range(0, cut, self.size):
-            self.store.write(self.table, full.slice(start, self.size))
-        self.parts = [full.slice(cut)] if cut < full.num_rows else []
-        self.rows = full.num_rows - cut
-        self.on_file()
 
-    def flush(self) -> None:
-        if self.rows:
-            self.store.write(self.table, pa.concat_tables(self.parts))
-            self.parts, self.rows = [], 0
-            self.on_file()
+def shard_file(shard: int) -> str:
+    return f"shard-{shard:05d}"
+
+
+@dataclass
+class _Shard:
+    """Rows of one shard collected on the driver until all its images have arrived."""
+
+    expected: int
+    seen: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    parts: dict[str, list[pa.Table]] = dataclasses.field(
+        default_factory=lambda: {name: [] for name in TABLES_PER_IMAGE}
+    )
 
 
 class _Pass:
-    """State of one running pass on the driver: buffers, counters, the manifest."""
+    """State of one running pass on the driver: shard buffers, counters, the manifest.
+
+    The inputs (records and listing errors, sorted by image_id) are cut into shards of
+    ``output.shard_size``. Rows are buffered per shard; when the last image of a shard arrives,
+    the shard's file of every table is written under its final name (``shard-NNNNN.parquet``)
+    and only then is the shard recorded as committed in the manifest. A file of a shard that is
+    not in the manifest does not count, so a crash at any point loses at most the shards in
+    flight, and a rerun redoes exactly those.
+    """
 
     def __init__(self, cfg: AuditConfig, run_id: str, model: LoadedModel, listing: Listing):
         self.cfg = cfg
@@ -160,36 +179,132 @@ class _Pass:
         self.attack_counter = (
             AttackCounter(len(model.classes), cfg.attack.max_steps) if cfg.attack.enabled else None
         )
+        inputs = sorted([*listing.records, *listing.errors], key=lambda r: (r.image_id, r.uri))
         size = cfg.output.shard_size
-        on_file = lambda: self.write_manifest("running")  # noqa: E731
-        self.predictions = _TableBuffer(self.store, "predictions", size, on_file)
-        self.errors = _TableBuffer(self.store, "errors", size, on_file)
-        self.adversarial = _TableBuffer(self.store, "adversarial", size, on_file)
-        self.explanations = _TableBuffer(self.store, "explanations", max(1, size // 16), on_file)
-        self.done = 0
+        self.shard_of = {(r.image_id, r.uri): i // size for i, r in enumerate(inputs)}
+        self.shards_total = -(-len(inputs) // size)
+        self.shards: dict[int, _Shard] = {}
+        for i in range(self.shards_total):
+            self.shards[i] = _Shard(expected=min(size, len(inputs) - i * size))
+        self.committed: set[int] = set()
+        self.fingerprint = hashlib.sha256(
+            "".join(f"{r.image_id}\t{r.uri}\n" for r in inputs).encode()
+        ).hexdigest()
+        self.done = 0  # images whose rows reached the driver in this attempt or were committed
+        self.done_at_start = 0
         self.predict_done = False
         self.predict_finished: float | None = None
-        self.total = len(listing.records)
+        self.total = len(inputs)
         self.started = time.time()
         self.manifest: dict[str, Any] = {}
 
+    # --- shards -------------------------------------------------------------------------
+    def _take(self, shard: int, image_id: str, uri: str) -> bool:
+        """Whether this input's rows are new (a retried task may deliver an image twice)."""
+        buf = self.shards.get(shard)
+        if buf is None or (image_id, uri) in buf.seen:
+            log.warning("dropped a duplicate result for %s (shard %d)", uri, shard)
+            return False
+        buf.seen.add((image_id, uri))
+        return True
+
+    def _commit_ready(self) -> None:
+        for shard in [k for k, buf in self.shards.items() if len(buf.seen) == buf.expected]:
+            written = []
+            for table, parts in self.shards[shard].parts.items():
+                if parts:
+                    rows = pa.concat_tables(parts)
+                    rel = self.store.write(table, rows, name=shard_file(shard), record=False)
+                    written.append((table, rel, rows.num_rows))
+            # every file of the shard is complete: only now does it count
+            for table, rel, n in written:
+                self.store.record(table, rel, n)
+            del self.shards[shard]
+            self.committed.add(shard)
+            self.write_manifest("running")
+
+    def resume(self, previous: dict[str, Any]) -> None:
+        """Adopt the shards an earlier attempt committed; rebuild the counters from them."""
+        committed = {int(k) for k in previous.get("shards", {}).get("committed", [])}
+        names = {f"{t}/{shard_file(k)}.parquet" for t in TABLES_PER_IMAGE for k in committed}
+        self.store.adopt(previous.get("tables", {}), keep=lambda rel: rel in names)
+        for k in committed:
+            buf = self.shards.pop(k)
+            self.done += buf.expected
+        self.committed = committed
+        self.done_at_start = self.done
+        self._recount()
+        self.manifest = previous
+        attempts = previous.setdefault("attempts", [])
+        attempts.append({"started": utc_now(), "committed_shards_at_start": len(committed)})
+
+    def _recount(self) -> None:
+        """Feed the metric counters with the committed shards' rows."""
+        if self.store.files["predictions"]:
+            t = table_dataset(
+                self.store.url, self.store.files["predictions"], self.cfg.output.storage_options
+            ).to_table(columns=["label", "correct_top1", "correct_top5", "loss"])
+            self.counter.update(
+                t["label"].fill_null(-1).to_numpy(),
+                t["correct_top1"].fill_null(False).to_numpy(zero_copy_only=False),
+                t["correct_top5"].fill_null(False).to_numpy(zero_copy_only=False),
+                t["loss"].fill_null(np.nan).to_numpy(),
+            )
+        if self.attack_counter is not None and self.store.files["adversarial"]:
+            t = table_dataset(
+                self.store.url, self.store.files["adversarial"], self.cfg.output.storage_options
+            ).to_table(columns=["label", "adv_class", "steps_to_flip"])
+            self.attack_counter.update(
+                t["label"].fill_null(-1).to_numpy(),
+                t["adv_class"].to_numpy(),
+                t["steps_to_flip"].fill_null(-1).to_numpy(),
+            )
+
+    def pending_items(self, flags: list[bool]) -> list[dict[str, Any]]:
+        """The Ray Data input rows of the records in shards not committed yet."""
+        return [
+            {
+                "image_id": r.image_id,
+                "uri": r.uri,
+                "label": -1 if r.label is None else r.label,
+                "explain": flag,
+                "shard": self.shard_of[(r.image_id, r.uri)],
+            }
+            for r, flag in zip(self.listing.records, flags, strict=True)
+            if self.shard_of[(r.image_id, r.uri)] not in self.committed
+        ]
+
     # --- tables -------------------------------------------------------------------------
     def add(self, batch: dict[str, np.ndarray]) -> None:
+        """Take one output batch of the model actors; commit every shard it completes."""
+        shards = np.asarray(batch["shard"], dtype=np.int64)
+        fresh = np.array(
+            [
+                self._take(int(k), str(i), str(u))
+                for k, i, u in zip(shards, batch["image_id"], batch["uri"], strict=True)
+            ],
+            dtype=bool,
+        )
+        self.done += int(fresh.sum())
         err = np.asarray(batch["error"], dtype=object)
-        bad = err != ""
-        if bad.any():
-            self.add_errors(
-                [str(x) for x in batch["image_id"][bad]],
-                [str(x) for x in batch["uri"][bad]],
-                [str(x) for x in batch["stage"][bad]],
-                [str(x) for x in err[bad]],
-            )
-        good = ~bad
-        if good.any():
-            self._add_predictions({k: v[good] for k, v in batch.items()})
-        self.done += len(err)
+        bad = (err != "") & fresh
+        good = (err == "") & fresh
+        for shard in np.unique(shards[fresh]):
+            here = shards == shard
+            if (bad & here).any():
+                sel = bad & here
+                self.add_errors(
+                    int(shard),
+                    [str(x) for x in batch["image_id"][sel]],
+                    [str(x) for x in batch["uri"][sel]],
+                    [str(x) for x in batch["stage"][sel]],
+                    [str(x) for x in err[sel]],
+                )
+            if (good & here).any():
+                self._add_predictions(int(shard), {k: v[good & here] for k, v in batch.items()})
+        self._commit_ready()
 
-    def _add_predictions(self, b: dict[str, np.ndarray]) -> None:
+    def _add_predictions(self, shard: int, b: dict[str, np.ndarray]) -> None:
         n = len(b["image_id"])
         labels = np.asarray(b["label"], dtype=np.int64)
         unknown = labels < 0
@@ -218,13 +333,13 @@ class _Pass:
                 "embedding": emb,
             }
         )
-        self.predictions.append(table)
+        self.shards[shard].parts["predictions"].append(table)
         if self.attack_counter is not None:
-            self._add_adversarial(b, labels)
+            self._add_adversarial(shard, b, labels)
         if "explanations" in b:
-            self._add_explanations(b)
+            self._add_explanations(shard, b)
 
-    def _add_explanations(self, b: dict[str, np.ndarray]) -> None:
+    def _add_explanations(self, shard: int, b: dict[str, np.ndarray]) -> None:
         e = self.cfg.explain
         rows = []
         for image_id, found, seg in zip(
@@ -247,15 +362,17 @@ class _Pass:
                     }
                 )
         if rows:
-            self.explanations.append(pa.Table.from_pylist(rows, schema=EXPLANATIONS))
+            self.shards[shard].parts["explanations"].append(
+                pa.Table.from_pylist(rows, schema=EXPLANATIONS)
+            )
 
-    def _add_adversarial(self, b: dict[str, np.ndarray], labels: np.ndarray) -> None:
+    def _add_adversarial(self, shard: int, b: dict[str, np.ndarray], labels: np.ndarray) -> None:
         n = len(labels)
         steps = np.asarray(b["steps_to_flip"], dtype=np.int16)
         if self.attack_counter is not None:
             self.attack_counter.update(labels, b["adv_class"], steps)
         kept = "image_png" in b
-        self.adversarial.append(
+        self.shards[shard].parts["adversarial"].append(
             pa.table(
                 {
                     "run_id": pa.array([self.run_id] * n, pa.string()),
@@ -279,9 +396,9 @@ class _Pass:
         )
 
     def add_errors(
-        self, ids: list[str], uris: list[str], stages: list[str], reasons: list[str]
+        self, shard: int, ids: list[str], uris: list[str], stages: list[str], reasons: list[str]
     ) -> None:
-        self.errors.append(
+        self.shards[shard].parts["errors"].append(
             pa.table(
                 {
                     "run_id": [self.run_id] * len(ids),
@@ -294,11 +411,17 @@ class _Pass:
             )
         )
 
-    def flush(self) -> None:
-        self.predictions.flush()
-        self.errors.flush()
-        self.adversarial.flush()
-        self.explanations.flush()
+    def add_listing_errors(self) -> None:
+        """The inputs that failed at listing become errors rows of their (pending) shards."""
+        for rec in self.listing.errors:
+            shard = self.shard_of[(rec.image_id, rec.uri)]
+            if shard in self.committed or not self._take(shard, rec.image_id, rec.uri):
+                continue
+            self.done += 1
+            self.add_errors(
+                shard, [rec.image_id], [rec.uri], ["list"], [rec.error or "listing failed"]
+            )
+        self._commit_ready()
 
     # --- manifest -----------------------------------------------------------------------
     def write_manifest(self, state: str, error: str | None = None) -> None:
@@ -306,6 +429,7 @@ class _Pass:
         predict_state = {"running": "running", "succeeded": "done", "failed": "failed"}[state]
         if self.predict_done and state == "running":
             predict_state = "done"
+        rate = (self.done - self.done_at_start) / elapsed if elapsed > 0 else 0.0
         m = self.manifest
         m.update(
             {
@@ -321,10 +445,20 @@ class _Pass:
                 "state": predict_state,
                 "done": self.done,
                 "total": self.total,
+                "shards_done": len(self.committed),
+                "shards_total": self.shards_total,
                 "seconds": round(elapsed, 3),
-                "images_per_second": round(self.done / elapsed, 3) if elapsed > 0 else None,
+                "images_per_second": round(rate, 3) if rate > 0 else None,
+                "eta_seconds": round((self.total - self.done) / rate, 1)
+                if rate > 0 and predict_state == "running"
+                else None,
             }
         )
+        m["shards"] = {
+            "size": self.cfg.output.shard_size,
+            "total": self.shards_total,
+            "committed": sorted(self.committed),
+        }
         m["tables"] = {
             name: {"rows": self.store.rows[name], "files": list(self.store.files[name])}
             for name in self.store.files
@@ -349,6 +483,7 @@ class _Pass:
                 "source": _safe_source(self.cfg.data),
                 "layout": self.listing.layout.value,
                 "inputs": len(self.listing.records) + len(self.listing.errors),
+                "fingerprint": self.fingerprint,
             },
             "execution": {"device": device, "num_actors": num_actors},
             "versions": package_versions(),
@@ -365,7 +500,8 @@ class _Pass:
 
 
 def run_criticism(state: _Pass) -> None:
-    """One Ray task per class with labeled predictions; writes the ``selections`` table."""
+    """One Ray task per class with labeled predictions (run on the driver instead when the output
+    is memory://, which other processes cannot see); writes the ``selections`` table."""
     import ray
 
     from audit.criticism_tasks import select_class
@@ -387,38 +523,46 @@ def run_criticism(state: _Pass) -> None:
     t0 = time.time()
     stage.update({"state": "running", "classes": len(classes), "done": 0})
     state.write_manifest("running")
-    task = ray.remote(num_cpus=1)(select_class)
     tables = {name: list(state.store.files[name]) for name in ("predictions", "adversarial")}
-    pending = {
-        task.remote(
-            state.store.url, tables, c, cfg, methods, dict(state.cfg.output.storage_options)
-        ): c
-        for c in classes
-    }
+    args = (state.store.url, tables)
+    opts = dict(state.cfg.output.storage_options)
     rows: list[dict[str, Any]] = []
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=min(len(pending), 16), timeout=5.0)
-        for ref in ready:
-            c = pending.pop(ref)
-            rows += [
-                {
-                    "run_id": state.run_id,
-                    "model": state.model.name,
-                    "class": c,
-                    "class_id": state.model.classes.ids[c],
-                    "method": method,
-                    "role": role,
-                    "rank": rank,
-                    "image_id": image_id,
-                    "score": score,
-                }
-                for method, role, rank, image_id, score in ray.get(ref)
-            ]
-            stage["done"] = int(stage["done"]) + 1
-        if ready:
-            state.write_manifest("running")
+
+    def collect(c: int, found: list[tuple[str, str, int, str, float]]) -> None:
+        rows.extend(
+            {
+                "run_id": state.run_id,
+                "model": state.model.name,
+                "class": c,
+                "class_id": state.model.classes.ids[c],
+                "method": method,
+                "role": role,
+                "rank": rank,
+                "image_id": image_id,
+                "score": score,
+            }
+            for method, role, rank, image_id, score in found
+        )
+        stage["done"] = int(stage["done"]) + 1
+
+    if isinstance(state.store.fs, MemoryFileSystem):
+        # memory:// lives in this process only: Ray workers could not read the tables
+        stage["where"] = "driver (memory:// output is not visible to Ray workers)"
+        for c in classes:
+            collect(c, select_class(*args, c, cfg, methods, opts))
+    else:
+        task = ray.remote(num_cpus=1)(select_class)
+        pending = {task.remote(*args, c, cfg, methods, opts): c for c in classes}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=min(len(pending), 16), timeout=5.0)
+            for ref in ready:
+                c = pending.pop(ref)
+                collect(c, ray.get(ref))
+            if ready:
+                state.write_manifest("running")
     if rows:
-        state.store.write("selections", pa.Table.from_pylist(rows, schema=SELECTIONS))
+        rows.sort(key=lambda r: (r["class"], r["method"], r["role"], r["rank"]))
+        state.store.write("selections", pa.Table.from_pylist(rows, schema=SELECTIONS), name="all")
     stage.update({"state": "done", "seconds": round(time.time() - t0, 3), "methods": methods})
 
 
@@ -488,8 +632,50 @@ def prepare(cfg: AuditConfig) -> tuple[LoadedModel, DataConfig, Listing, float]:
     return model, data, listing, time.time() - t0
 
 
+def config_changes(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``section.field`` names whose values differ, except :data:`RESUME_IGNORED` fields."""
+    current = json.loads(json.dumps(current, default=str))
+    out = []
+    for section in sorted(set(previous) | set(current)):
+        old, new = previous.get(section, {}), current.get(section, {})
+        for name in sorted(set(old) | set(new)):
+            if (section, name) not in RESUME_IGNORED and old.get(name) != new.get(name):
+                out.append(f"{section}.{name}")
+    return out
+
+
+def _previous_attempt(store: RunStore, overwrite: bool) -> dict[str, Any] | None:
+    """The manifest of an unfinished earlier attempt of this run, to resume; None for a new run.
+
+    Raises:
+        ConfigError: the run already finished (and ``overwrite`` is false), or its folder holds
+            something that is not a run.
+    """
+    if overwrite:
+        return None
+    previous = store.read_manifest()
+    if previous is None:
+        store.refuse_existing(overwrite)  # a non-empty folder with no manifest
+        return None
+    if previous.get("state") == "succeeded":
+        raise ConfigError(
+            f"The output run {store.url!r} already finished: choose another 'output.run_id' or "
+            "set output.overwrite=true to replace it."
+        )
+    if previous.get("format_version") != FORMAT_VERSION or "shards" not in previous:
+        raise ConfigError(
+            f"The output run {store.url!r} was written by another version of this tool and "
+            "cannot be resumed: choose another 'output.run_id' or set output.overwrite=true."
+        )
+    return previous
+
+
 def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult:
-    """Run the prediction pass end to end on the connected Ray cluster.
+    """Run the audit pass end to end on the connected Ray cluster, or resume it.
+
+    A run id whose earlier attempt did not finish is resumed: the shards that attempt committed
+    are kept, and only the others are computed. The configuration must be the same (but for
+    fields that only decide how the work runs, :data:`RESUME_IGNORED`), and so must the inputs.
 
     Args:
         cfg: A validated configuration.
@@ -499,54 +685,63 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
         The run's id, folder, final manifest and metrics.
 
     Raises:
-        ConfigError: bad configuration, found before any work starts.
+        ConfigError: bad configuration, or a run that cannot be resumed; found before any work
+            starts.
     """
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
     run_id = cfg.output.run_id or default_run_id(cfg.model.name)
-    # before any work: an existing run stops here, not after the model and listing
-    RunStore(cfg.output.root, run_id, cfg.output.storage_options).refuse_existing(
-        cfg.output.overwrite
-    )
+    # before any work: a finished run stops here, not after the model and listing
+    store = RunStore(cfg.output.root, run_id, cfg.output.storage_options)
+    previous = _previous_attempt(store, cfg.output.overwrite)
     model, data, listing, seconds_listing = prepare(cfg)
+    data_stats = ""
     device = resolve_device(cfg)
     num_actors = cfg.predict.num_actors or (
         int(ray.cluster_resources().get("GPU", 0)) if device == "cuda" else 1
     )
 
     state = _Pass(dataclasses.replace(cfg, data=data), run_id, model, listing)
-    state.store.prepare(cfg.output.overwrite)
-    state.start_manifest(device, num_actors, seconds_listing)
-    for rec in listing.errors:
-        state.add_errors([rec.image_id], [rec.uri], ["list"], [rec.error or "listing failed"])
+    if previous is not None:
+        changed = config_changes(previous.get("config", {}), state.cfg.to_dict())
+        if changed:
+            raise ConfigError(
+                f"The output run {store.url!r} was started with a different configuration "
+                f"({', '.join(changed)} changed): rerun it with the same configuration to "
+                "resume, or choose another 'output.run_id'."
+            )
+        if previous.get("data", {}).get("fingerprint") != state.fingerprint:
+            raise ConfigError(
+                f"The inputs of run {store.url!r} changed since it started (the listed files "
+                "differ): choose another 'output.run_id' or set output.overwrite=true."
+            )
+        state.resume(previous)
+        state.manifest["execution"] = {"device": device, "num_actors": num_actors}
+    else:
+        state.store.prepare(cfg.output.overwrite)
+        state.start_manifest(device, num_actors, seconds_listing)
+    state.add_listing_errors()
     state.write_manifest("running")
     log.info(
-        "run %s: %d inputs (%d listing errors), model %s on %s x%d",
+        "run %s: %d inputs (%d listing errors), %d of %d shards to do, model %s on %s x%d",
         run_id,
         state.total,
         len(listing.errors),
+        state.shards_total - len(state.committed),
+        state.shards_total,
         model.name,
         device,
         num_actors,
     )
     if progress is not None:
-        progress(0, state.total)
+        progress(state.done, state.total)
     try:
-        if listing.records:
+        items = state.pending_items(explain_flags(cfg, listing, model))
+        if items:
             ctx = DataContext.get_current()
             ctx.enable_progress_bars = progress is None
             model_ref = ray.put(model.module)
-            flags = explain_flags(cfg, listing, model)
-            items = [
-                {
-                    "image_id": r.image_id,
-                    "uri": r.uri,
-                    "label": -1 if r.label is None else r.label,
-                    "explain": flag,
-                }
-                for r, flag in zip(listing.records, flags, strict=True)
-            ]
             n_blocks = min(-(-len(items) // cfg.data.decode_batch_size), 5000)
             ds: Any = ray.data.from_items(items, override_num_blocks=n_blocks)
             ds = ds.map_batches(
@@ -589,7 +784,13 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
                 state.add(batch)
                 if progress is not None:
                     progress(state.done, state.total)
-        state.flush()
+            data_stats = ds.stats()
+        if state.shards:  # a broken invariant is a bug, never a silent loss
+            missing = sum(b.expected - len(b.seen) for b in state.shards.values())
+            raise RuntimeError(
+                f"{len(state.shards)} shards incomplete after the pass: {missing} images "
+                "never came back from the model actors"
+            )
         state.predict_done, state.predict_finished = True, time.time()
         run_criticism(state)
         metrics = state.counter.rows(model.classes)
@@ -606,18 +807,21 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
                     "value": [float(m[2]) for m in metrics],
                     "count": [int(m[3]) for m in metrics],
                 },
+                name="all",
             )
         state.store.ensure_tables()
         accounted = state.store.rows["predictions"] + state.store.rows["errors"]
-        inputs = len(listing.records) + len(listing.errors)
-        if accounted != inputs:  # a broken invariant is a bug, never a silent loss
+        if accounted != state.total:  # a broken invariant is a bug, never a silent loss
             raise RuntimeError(
-                f"{inputs} inputs but {state.store.rows['predictions']} predictions + "
+                f"{state.total} inputs but {state.store.rows['predictions']} predictions + "
                 f"{state.store.rows['errors']} errors"
             )
         state.manifest["metrics"] = {m[0]: m[2] for m in metrics if m[1] == "all"}
         state.write_manifest("succeeded")
     except BaseException as exc:
-        state.write_manifest("failed", error=f"{type(exc).__name__}: {exc}")
+        try:
+            state.write_manifest("failed", error=f"{type(exc).__name__}: {exc}")
+        except Exception:  # the storage itself failed: keep the original error
+            log.exception("could not record the failure in the manifest")
         raise
-    return RunResult(run_id, state.store.url, state.manifest, metrics)
+    return RunResult(run_id, state.store.url, state.manifest, metrics, data_stats)

@@ -16,7 +16,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import fsspec
@@ -129,6 +129,12 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 MANIFEST = "manifest.json"
 
+WRITE_ATTEMPTS = 3
+"""Tries per Parquet file or manifest write before the run fails."""
+
+WRITE_BACKOFF_S = 0.5
+"""Wait before the second try; doubled before each later one."""
+
 
 def run_url(root: str, run_id: str) -> str:
     return root.rstrip("/") + "/" + run_id
@@ -185,44 +191,120 @@ class RunStore:
             self.fs.rm(self.path, recursive=True)
         self.fs.makedirs(self.path, exist_ok=True)
 
-    def write(self, table: str, data: pa.Table | Mapping[str, Any]) -> str:
+    def write(
+        self,
+        table: str,
+        data: pa.Table | Mapping[str, Any],
+        name: str | None = None,
+        record: bool = True,
+    ) -> str:
         """Write one Parquet file of ``table`` with its schema; returns its path in the run.
 
         ``data`` may be a pyarrow Table or a mapping of column name to values; it is cast to the
-        table's schema, so a missing or mistyped column fails here, not in a reader.
+        table's schema, so a missing or mistyped column fails here, not in a reader. ``name``
+        gives the file a fixed name (``<table>/<name>.parquet``, replaced if it exists), else
+        files are numbered ``part-NNNNN`` in write order. With ``record=False`` the file is
+        written but not listed (the caller lists it with :meth:`record` once a whole group of
+        files is written). A failing write is retried
+        :data:`WRITE_ATTEMPTS` times in all, with backoff, before it raises.
+
+        Raises:
+            OSError: the storage refused every attempt; the file is then not recorded.
         """
         schema = SCHEMAS[table]
         if isinstance(data, pa.Table):
             arrow = data.select(schema.names).cast(schema)
         else:
             arrow = pa.Table.from_pydict(dict(data), schema=schema)
-        part = self._parts.get(table, 0)
-        self._parts[table] = part + 1
-        rel = f"{table}/part-{part:05d}.parquet"
+        if name is None:
+            part = self._parts.get(table, 0)
+            self._parts[table] = part + 1
+            name = f"part-{part:05d}"
+        rel = f"{table}/{name}.parquet"
         full = self.path + "/" + rel
-        self.fs.makedirs(self.path + "/" + table, exist_ok=True)
-        with self.fs.open(full, "wb") as f:
-            pq.write_table(arrow, f, compression="zstd")
-        self.files[table].append(rel)
-        self.rows[table] += arrow.num_rows
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                self.fs.makedirs(self.path + "/" + table, exist_ok=True)
+                with self.fs.open(full, "wb") as f:
+                    pq.write_table(arrow, f, compression="zstd")
+                break
+            except OSError as exc:
+                if attempt == WRITE_ATTEMPTS:
+                    raise OSError(
+                        f"writing {rel} of run {self.run_id!r} failed {WRITE_ATTEMPTS} times; "
+                        f"last error: {type(exc).__name__}: {exc}"
+                    ) from exc
+                time.sleep(WRITE_BACKOFF_S * 2 ** (attempt - 1))
+        if record:
+            self.record(table, rel, arrow.num_rows)
         return rel
+
+    def record(self, table: str, rel: str, rows: int) -> None:
+        """List a written file (relative path) and its rows; listing it again does nothing."""
+        if rel not in self.files[table]:
+            self.files[table].append(rel)
+            self.rows[table] += rows
+
+    def adopt(self, tables: Mapping[str, Mapping[str, Any]], keep: Callable[[str], bool]) -> None:
+        """Take over the files an earlier attempt of this run committed (resume).
+
+        Files listed in ``tables`` (the manifest's ``tables``) for which ``keep(rel)`` holds are
+        recorded as written, with their row counts read from their Parquet footers; every other
+        file under the table folders (uncommitted shards, an old ``selections``) is deleted, so
+        the folder holds exactly what the manifest will list.
+        """
+        for table in SCHEMAS:
+            listed = [rel for rel in tables.get(table, {}).get("files", []) if keep(rel)]
+            self.files[table] = listed
+            self.rows[table] = sum(
+                pq.ParquetFile(self.fs.open(self.path + "/" + rel, "rb")).metadata.num_rows
+                for rel in listed
+            )
+            folder = self.path + "/" + table
+            if not self.fs.exists(folder):
+                continue
+            wanted = {self.path + "/" + rel for rel in listed}
+            for found in self.fs.ls(folder, detail=False):
+                if str(found).rstrip("/") not in wanted:
+                    self.fs.rm(found, recursive=True)
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        """This run's manifest, or None when there is none yet."""
+        if not self.exists():
+            return None
+        with self.fs.open(self.path + "/" + MANIFEST, "r", encoding="utf-8") as f:
+            data: dict[str, Any] = json.load(f)
+        return data
 
     def ensure_tables(self) -> None:
         """Give every table with no file yet one empty file, so that it can be read."""
         for name, schema in SCHEMAS.items():
             if not self.files[name]:
-                self.write(name, schema.empty_table())
+                self.write(name, schema.empty_table(), name="empty")
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        """Replace ``manifest.json``: write-then-rename on local disk, one PUT elsewhere (an
+        object store has no rename, and a single PUT is atomic there). Retried like
+        :meth:`write`."""
         text = json.dumps(manifest, indent=2, sort_keys=False, default=str)
         full = self.path + "/" + MANIFEST
-        if isinstance(self.fs, LocalFileSystem):
-            tmp = f"{full}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, full)
-        else:
-            self.fs.pipe_file(full, text.encode("utf-8"))
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                if isinstance(self.fs, LocalFileSystem):
+                    tmp = f"{full}.{uuid.uuid4().hex}.tmp"
+                    with open(tmp, "w", encoding="utf-8") as f:
+                        f.write(text)
+                    os.replace(tmp, full)
+                else:
+                    self.fs.pipe_file(full, text.encode("utf-8"))
+                return
+            except OSError as exc:
+                if attempt == WRITE_ATTEMPTS:
+                    raise OSError(
+                        f"writing the manifest of run {self.run_id!r} failed {WRITE_ATTEMPTS} "
+                        f"times; last error: {type(exc).__name__}: {exc}"
+                    ) from exc
+                time.sleep(WRITE_BACKOFF_S * 2 ** (attempt - 1))
 
 
 def read_manifest(run: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -16,13 +16,18 @@ super-pixels (lime's ``hide_color=None``; Captum gets the same fill image as ``b
 * captum: ``Lime(forward_func).attribute(x, target=cls, feature_mask=segments,
   n_samples=n, perturbations_per_eval=100)`` with Captum's defaults (``SkLearnLasso(alpha=0.01)``,
   exponential cosine kernel on the inputs);
-* ours, batch 250: the same with ``batch_size=250``, the pipeline's default on GPU (not used
-  for the targets);
-* model alone: ``n`` forward passes (batches of ``--batch`` on one fixed tensor), the floor.
+* ours, batch N: the same with ``batch_size=N`` for each N of ``--extra-batches`` (250 is the
+  pipeline's default on GPU; not used for the targets);
+* model alone: ``n`` forward passes (batches of ``--batch`` on one fixed tensor), the floor. Ours
+  builds every batch into one reused buffer (``Perturber``), so the model reads the same 6 MB
+  each batch in both; the reference is as cache-friendly as ours, no more.
 
-Each method's overhead ratio is its time over the model-alone time. The repeats alternate the
-order of the methods and the medians are reported. A breakdown of ours (building the perturbed
-images, the model, the surrogate fit) follows.
+Each method's overhead ratio is its time over the model-alone time. Every repeat runs every
+method once, interleaved (alternating the order), so drift and other users' load hit all of them
+alike; the medians are reported. A breakdown of ours (building the perturbed images, the model,
+the surrogate fit, timed batch by batch in one loop as ``explain`` runs them) follows. A forward
+pre-hook records ``torch.get_num_threads()`` at every model call, to show every method ran with
+the same thread count.
 
 ``--model demo_digits`` is the shipped demo model (cheap: the explainers' own overhead shows);
 ``--model resnet18`` is a randomly initialised ResNet-18 (no weights are downloaded) whose
@@ -31,13 +36,14 @@ forward passes dominate.
 lime and Captum are benchmark-only dependencies (captum 0.9 installs without touching torch).
 
     .venv/bin/pip install lime captum
-    .venv/bin/python benchmarks/bench_explain.py --model demo_digits --repeats 3
-    .venv/bin/python benchmarks/bench_explain.py --model resnet18 --repeats 1
+    .venv/bin/python benchmarks/bench_explain.py --model demo_digits --repeats 5
+    .venv/bin/python benchmarks/bench_explain.py --model resnet18 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -55,11 +61,11 @@ from audit.data.decode import ImageLoadError, load_image
 from audit.data.demo import ensure_demo_dataset
 from audit.models import load_model
 from audit.stages.explain import (
+    Perturber,
     explain,
     fill_image,
     fit_surrogate,
     kernel_weights,
-    perturb,
     sample_masks,
     segment,
 )
@@ -76,10 +82,15 @@ def demo_image() -> np.ndarray:
     raise RuntimeError("no decodable demo image")
 
 
-def timed(fn: Callable[[int], object], m: int) -> tuple[float, object]:
-    t0 = time.perf_counter()
+def timed(fn: Callable[[int], object], m: int) -> tuple[float, float, object]:
+    """Wall-clock and process CPU seconds of ``fn(m)``, and its result."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn(m)
-    return time.perf_counter() - t0, out
+    return time.perf_counter() - t0, time.process_time() - c0, out
+
+
+def fmt(values: list[float]) -> str:
+    return " ".join(f"{v:.3f}" for v in values)
 
 
 def top_k(values: np.ndarray, k: int) -> set[int]:
@@ -96,6 +107,11 @@ def main() -> None:
     parser.add_argument(
         "--batch", type=int, default=10, help="ours and the model floor (explain's CPU default)"
     )
+    parser.add_argument(
+        "--extra-batches",
+        default="250",
+        help="comma-separated extra batch sizes for ours (250: the GPU default); '' for none",
+    )
     args = parser.parse_args()
     from captum.attr import Lime
     from lime import lime_image
@@ -109,6 +125,8 @@ def main() -> None:
     else:
         model = load_model(ModelConfig(name=args.model, weights="random")).module
     model.eval()
+    seen_threads: set[int] = set()
+    model.register_forward_pre_hook(lambda mod, inp: seen_threads.add(torch.get_num_threads()))
     image = demo_image()
     segments = segment(image, "quickshift", seed=0)  # once, outside every timing
     d = int(segments.max()) + 1
@@ -175,9 +193,11 @@ def main() -> None:
             for start in range(0, m, bs):
                 torch.softmax(model(fixed[: min(bs, m - start)]), dim=1)
 
-    methods: dict[str, Callable[[int], object]] = {
-        "ours": lambda m: ours(m),
-        "ours, batch 250 (GPU default)": lambda m: ours(m, 250),
+    methods: dict[str, Callable[[int], object]] = {"ours": lambda m: ours(m)}
+    for extra in [int(v) for v in args.extra_batches.split(",") if v.strip()]:
+        label = f"ours, batch {extra}" + (" (GPU default)" if extra == 250 else "")
+        methods[label] = functools.partial(ours, bs=extra)
+    methods |= {
         "lime, batch 10": lambda m: lime_run(m, 10),
         "lime, batch 100": lambda m: lime_run(m, 100),
         "captum Lime": lambda m: captum_run(m),
@@ -187,23 +207,30 @@ def main() -> None:
     parts: dict[str, list[float]] = {"build images": [], "model + softmax": [], "surrogate": []}
 
     def breakdown(m: int) -> None:
+        build_s = model_s = 0.0
         with torch.inference_mode():
             t0 = time.perf_counter()
             xi = x[0]
             fill_i = fill_image(xi, seg_t, "mean")
             masks = sample_masks(d, m, 0)
             masks_t = torch.from_numpy(masks)
-            batches = [perturb(xi, seg_t, masks_t[s : s + bs], fill_i) for s in range(0, m, bs)]
-            t1 = time.perf_counter()
-            target = np.concatenate(
-                [torch.softmax(model(b), dim=1)[:, cls].numpy() for b in batches]
-            ).astype(np.float64)
-            t2 = time.perf_counter()
+            build = Perturber(xi, seg_t, fill_i, min(bs, m))
+            build_s += time.perf_counter() - t0
+            targets = []
+            for s in range(0, m, bs):
+                t1 = time.perf_counter()
+                batch = build(masks_t[s : s + bs])
+                t2 = time.perf_counter()
+                targets.append(torch.softmax(model(batch), dim=1)[:, cls].numpy())
+                t3 = time.perf_counter()
+                build_s += t2 - t1
+                model_s += t3 - t2
+        t4 = time.perf_counter()
+        target = np.concatenate(targets).astype(np.float64)
         fit_surrogate(masks, target, kernel_weights(masks, 0.25), 8, "wls")
-        t3 = time.perf_counter()
-        parts["build images"].append(t1 - t0)
-        parts["model + softmax"].append(t2 - t1)
-        parts["surrogate"].append(t3 - t2)
+        parts["build images"].append(build_s)
+        parts["model + softmax"].append(model_s)
+        parts["surrogate"].append(time.perf_counter() - t4)
 
     methods["ours, split in 3 timed parts"] = breakdown
 
@@ -217,25 +244,36 @@ def main() -> None:
         v.clear()
     print(f"lime hands classifier_fn numpy batches of dtype {sorted(seen_dtypes)}")
     times: dict[str, list[float]] = {k: [] for k in methods}
+    cpu_times: dict[str, list[float]] = {k: [] for k in methods}
     weights: dict[str, np.ndarray] = {}
-    load = [os.getloadavg()[0]]
+    load = [os.getloadavg()]
     for r in range(args.repeats):
         order = list(methods) if r % 2 == 0 else list(reversed(methods))
         for name in order:
-            s, out = timed(methods[name], n)
+            s, cpu, out = timed(methods[name], n)
             times[name].append(s)
+            cpu_times[name].append(cpu)
             if isinstance(out, np.ndarray):
                 weights[name] = out
-    load.append(os.getloadavg()[0])
+    load.append(os.getloadavg())
     del times["ours, split in 3 timed parts"]
 
     med = {k: statistics.median(v) for k, v in times.items()}
+    cpu_med = {k: statistics.median(cpu_times[k]) for k in med}
     floor = med["model alone"]
     print()
-    print("| method | s / explanation | overhead (time / model alone) |")
-    print("|---|---|---|")
+    print(
+        f"| method | s / explanation (median of {args.repeats}) | overhead (time / model alone) "
+        "| CPU s (all threads) | CPU overhead |"
+    )
+    print("|---|---|---|---|---|")
     for name, s in med.items():
-        print(f"| {name} | {s:.3f} | {s / floor:.2f} |")
+        c = cpu_med[name]
+        print(
+            f"| {name} | {s:.3f} | {s / floor:.2f} | {c:.3f} | {c / cpu_med['model alone']:.2f} |"
+        )
+    print()
+    print("every repeat, s: " + "; ".join(f"{k}: {fmt(v)}" for k, v in times.items()))
     print()
     for peer in ("lime, batch 10", "lime, batch 100", "captum Lime"):
         print(f"ratio time ours / {peer:16s}: {med['ours'] / med[peer]:.3f}")
@@ -244,7 +282,11 @@ def main() -> None:
     for name, v in parts.items():
         print(f"  {name:16s}: {statistics.median(v):.3f} s")
     print()
-    print(f"1-min load average before / after the repeats: {load[0]:.1f} / {load[1]:.1f}")
+    print(
+        "load averages (1, 5, 15 min) before / after the repeats: "
+        + " / ".join(", ".join(f"{v:.1f}" for v in avg) for avg in load)
+    )
+    print(f"torch threads seen at the model calls of every method: {sorted(seen_threads)}")
     print(
         "non-zero super-pixel weights: "
         + ", ".join(f"{k}: {int((w != 0).sum())}/{d}" for k, w in weights.items())

@@ -239,3 +239,49 @@ def test_job_entrypoint_bad_config_exits_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: The 'data.layout' field must be one of")
+
+
+def write_manifest(folder: Path, **fields: object) -> None:
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"run_id": folder.name, **fields}))
+
+
+def test_status_of_local_runs_in_progress_and_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nothing answers at this address, so status shows the manifest as it is
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")
+    stages = {
+        "predict": {
+            "state": "running",
+            "done": 300,
+            "total": 1000,
+            "seconds": 60.0,
+            "images_per_second": 5.0,
+            "shards_done": 3,
+            "shards_total": 10,
+        },
+        "criticism": {"state": "pending"},
+    }
+    tables = {"predictions": {"rows": 290, "files": ["p/0", "p/1", "p/2"]}}
+    write_manifest(tmp_path / "busy", state="running", stages=stages, tables=tables)
+    result = runner.invoke(app, ["status", "busy", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "run busy  state: running" in result.output
+    # (1000 - 300) / 5 = 140 s left
+    assert (
+        "stage predict: running  300/1000 images, shards 3/10, 5.0 images/s, 60 s, "
+        "about 2.3 min left" in result.output
+    )
+    assert "table predictions: 290 rows in 3 files" in result.output
+    as_json = json.loads(
+        runner.invoke(app, ["status", "busy", "-o", str(tmp_path), "--json"]).output
+    )
+    assert as_json["state"] == "running" and as_json["job"] is None and not as_json["stale"]
+    assert as_json["progress"]["stages"]["predict"]["eta_seconds"] == 140.0
+    assert as_json["progress"]["rows"] == {"predictions": 290}
+
+    write_manifest(tmp_path / "broke", state="failed", error="OSError: disk full", stages={})
+    result = runner.invoke(app, ["status", str(tmp_path / "broke")])
+    assert result.exit_code == 0, result.output
+    assert "state: failed" in result.output and "  error: OSError: disk full" in result.output

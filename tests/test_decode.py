@@ -113,3 +113,109 @@ def test_memory_filesystem_url() -> None:
         np.testing.assert_array_equal(out, decode_image(data, MAX))
     finally:
         fs.rm("/decode-test", recursive=True)
+
+
+# --- JPEG draft mode (DCT-domain downscaling before the exact resize) ----------------------
+
+
+def _upscaled_jpeg(name: str, factor: int) -> bytes:
+    """A real photo enlarged ``factor`` times and saved as a quality-90 JPEG."""
+    img = sample_photo(name)
+    return encode(img.resize((img.width * factor, img.height * factor), Image.BICUBIC), quality=90)
+
+
+@pytest.mark.parametrize(
+    ("size", "scale"),
+    [
+        ((500, 375), 1),  # ImageNet's typical size: short side < 512, nothing to gain
+        ((511, 600), 1),
+        ((512, 600), 2),  # 256 / 300 at 1/2
+        ((1024, 768), 2),  # 1/4 would give 192 < 256
+        ((1024, 1024), 4),  # 256 x 256 at 1/4
+        ((2048, 1536), 4),
+        ((4000, 3000), 8),  # 500 x 375 at 1/8
+        ((3000, 4000), 8),
+    ],
+)
+def test_draft_picks_smallest_dct_scale_keeping_short_side_256(
+    size: tuple[int, int], scale: int, rng: np.random.Generator
+) -> None:
+    """Hand-computed scales: the draft result is the reference transform applied to the JPEG
+    decoded at exactly that scale (PIL's own scaled decoder, asked for that size directly)."""
+    w, h = size
+    base = rng.integers(0, 256, size=(h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
+    data = encode(Image.fromarray(base).resize((w, h), Image.BILINEAR), quality=90)
+    with Image.open(io.BytesIO(data)) as img:
+        img.draft("RGB", (w // scale, h // scale))
+        assert img.size == (-(-w // scale), -(-h // scale))
+        expected = np.asarray(REFERENCE(img.convert("RGB")))
+    out = decode_image(data, MAX, draft=True)
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, expected)
+    if scale == 1:
+        np.testing.assert_array_equal(out, decode_image(data, MAX))
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+@pytest.mark.parametrize("factor", [1, 2, 4])
+def test_draft_is_close_to_exact_transform_on_real_photos(name: str, factor: int) -> None:
+    data = _upscaled_jpeg(name, factor)
+    exact = decode_image(data, MAX)
+    drafted = decode_image(data, MAX, draft=True)
+    assert drafted.shape == exact.shape == (224, 224, 3) and drafted.dtype == np.uint8
+    diff = np.abs(drafted.astype(np.int16) - exact.astype(np.int16))
+    assert diff.mean() < 3.0, f"mean abs diff {diff.mean():.2f} of 255"
+    with Image.open(io.BytesIO(data)) as img:
+        short = min(img.size)
+    if short < 512:
+        np.testing.assert_array_equal(drafted, exact)
+    else:  # the DCT-domain path really ran: not the exact result
+        assert diff.max() > 0
+
+
+def test_draft_leaves_png_and_other_formats_alone() -> None:
+    big = sample_photo("astronaut").resize((1536, 1536))
+    for fmt in ("PNG", "WEBP", "BMP"):
+        data = encode(big, fmt)
+        np.testing.assert_array_equal(
+            decode_image(data, MAX, draft=True), decode_image(data, MAX), err_msg=fmt
+        )
+        with Image.open(io.BytesIO(data)) as reloaded:  # WEBP is lossy
+            ref = np.asarray(REFERENCE(reloaded.convert("RGB")))
+        np.testing.assert_array_equal(decode_image(data, MAX, draft=True), ref, err_msg=fmt)
+
+
+def test_draft_decodes_odd_jpeg_modes() -> None:
+    photo = sample_photo("coffee").resize((1200, 800))
+    for mode in ("L", "CMYK"):
+        data = encode(photo.convert(mode), quality=90)
+        exact = decode_image(data, MAX)
+        drafted = decode_image(data, MAX, draft=True)
+        assert drafted.shape == (224, 224, 3) and drafted.dtype == np.uint8
+        assert np.abs(drafted.astype(np.int16) - exact.astype(np.int16)).mean() < 3.0, mode
+
+
+def test_draft_still_refuses_bombs_and_truncated_files() -> None:
+    data = _upscaled_jpeg("chelsea", 4)
+    with pytest.raises(ImageLoadError, match="decompression bomb"):
+        decode_image(data, max_pixels=1000 * 1000, draft=True)
+    with pytest.raises(ImageLoadError, match="truncated"):
+        decode_image(data[: len(data) // 2], MAX, draft=True)
+
+
+def test_decode_batch_passes_jpeg_draft_through(tmp_path: Path) -> None:
+    from audit.model_actor import decode_batch
+
+    data = _upscaled_jpeg("rocket", 2)
+    path = tmp_path / "ILSVRC2012_val_00000001.JPEG"
+    path.write_bytes(data)
+    batch = {
+        "image_id": np.array(["ILSVRC2012_val_00000001"], dtype=object),
+        "uri": np.array([str(path)], dtype=object),
+        "label": np.array([3]),
+    }
+    on = decode_batch(batch, MAX, jpeg_draft=True)
+    off = decode_batch(batch, MAX)
+    np.testing.assert_array_equal(on["image"][0], decode_image(data, MAX, draft=True))
+    np.testing.assert_array_equal(off["image"][0], decode_image(data, MAX))
+    assert not np.array_equal(on["image"][0], off["image"][0])

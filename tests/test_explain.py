@@ -11,6 +11,8 @@ from sklearn.metrics import pairwise_distances
 from torch import nn
 
 from audit.stages.explain import (
+    Perturber,
+    _gather_keep,
     attention_image,
     explain,
     explanation_path,
@@ -31,6 +33,9 @@ def grid_segments(rows: int, cols: int, cell: int) -> np.ndarray:
 
 class RegionLinear(nn.Module):
     """Logit 0 = sum_j c_j * mean of channel 0 over region j; logit 1 = 0."""
+
+    region_mean: torch.Tensor
+    coef: torch.Tensor
 
     def __init__(self, segments: np.ndarray, coef: np.ndarray) -> None:
         super().__init__()
@@ -174,6 +179,63 @@ def test_perturb_equals_loop(seed: int, mode: str) -> None:
                 src = image if masks[b, seg[i, j]] == 1 else fill
                 expected[b, :, i, j] = src[:, i, j]
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["zero", "mean", "blur"])
+def test_perturber_reused_buffer_equals_perturb(seed: int, mode: str, dtype: torch.dtype) -> None:
+    # Quickshift super-pixels of a noisy image holding exact 0s and 1s; 23 masks, so every batch
+    # size but 1 and 23 ends on a partial batch. Compared bit for bit with perturb's torch.where.
+    img = photo_like(seed, 24)
+    img[0, :5], img[1, :5] = 0, 255
+    seg = segment(img, "quickshift", seed=seed)
+    d = int(seg.max()) + 1
+    x = torch.from_numpy(img).permute(2, 0, 1).to(dtype) / 255
+    seg_t = torch.from_numpy(seg.astype(np.int64))
+    fill = fill_image(x, seg_t, mode)
+    masks = torch.from_numpy(sample_masks(d, 23, seed))
+    bits = torch.int32 if dtype == torch.float32 else torch.int64
+    for bs in (1, 4, 10, 23, 50):
+        build = Perturber(x, seg_t, fill, min(bs, 23))
+        pointers = set()
+        for start in range(0, 23, bs):
+            got = build(masks[start : start + bs])
+            expected = perturb(x, seg_t, masks[start : start + bs], fill)
+            assert got.shape == expected.shape and got.dtype == dtype
+            assert torch.equal(got.view(bits), expected.view(bits))
+            pointers.add(got.data_ptr())
+        assert len(pointers) == 1  # every batch is written into the same buffer
+
+
+def test_gather_keep_per_row_equals_dim1(seed: int) -> None:
+    # per_row=False is the CUDA path; both must give masks[:, segments] exactly.
+    rng = np.random.default_rng(seed)
+    seg = torch.from_numpy(rng.integers(0, 6, 40))
+    weights = torch.from_numpy(sample_masks(6, 5, seed)).float()
+    expected = torch.stack([weights[i][seg] for i in range(5)])
+    for per_row in (True, False):
+        out = torch.full((5, 40), -1.0)
+        _gather_keep(weights, seg, out, per_row)
+        assert torch.equal(out, expected)
+
+
+def test_perturber_validates() -> None:
+    x = torch.rand(3, 4, 4)
+    seg = torch.zeros(4, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+        Perturber(x, seg, x, 0)
+    with pytest.raises(ValueError, match="segments"):
+        Perturber(x, torch.zeros(4, 5, dtype=torch.long), x, 2)
+    with pytest.raises(ValueError, match=r"at most 2 masks per call\. Got 3"):
+        Perturber(x, seg, x, 2)(torch.ones(3, 1))
+
+
+def test_explain_rejects_non_finite_float_image() -> None:
+    image = photo_like(0).astype(np.float32) / 255
+    image[3, 4, 1] = np.nan
+    model = TinyNet(0).eval()
+    with pytest.raises(ValueError, match="float image must be finite"):
+        explain(model, image, grid_segments(3, 3, 4), 0, n_samples=8)
 
 
 def test_fill_image_modes() -> None:

@@ -222,14 +222,24 @@ def test_decode_batch_turns_vanished_file_into_read_error(tmp_path: Path) -> Non
     assert out["image"].shape == (2, 224, 224, 3) and out["image"][0].any()
 
 
-def test_existing_run_refused_before_any_work(tmp_path: Path, ray_local: None) -> None:
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        ('{"run_id": "r1", "state": "succeeded"}', "already finished"),
+        ('{"run_id": "r1", "state": "running"}', "cannot be resumed"),  # not this version's
+    ],
+)
+def test_existing_run_refused_before_any_work(
+    tmp_path: Path, ray_local: None, manifest: str, message: str
+) -> None:
     root = tmp_path / "out"
     (root / "r1").mkdir(parents=True)
-    (root / "r1" / "manifest.json").write_text('{"run_id": "r1"}')
+    (root / "r1" / "manifest.json").write_text(manifest)
     cfg = build_config(
         {"data": {"source": str(tmp_path / "nope")}, "output": {"root": str(root), "run_id": "r1"}}
     )
-    with pytest.raises(ConfigError, match="already exists"):
+    # the data folder does not exist either: the run must stop at the run check, before listing
+    with pytest.raises(ConfigError, match=message):
         run_audit(cfg)
 
 

@@ -132,6 +132,8 @@ def perturb(
 ) -> torch.Tensor:
     """Build the perturbed images for a batch of masks with one gather.
 
+    The plain definition; :class:`Perturber` builds the same images faster, into a reused buffer.
+
     Args:
         image: ``(3, H, W)`` float in [0, 1].
         segments: ``(H, W)`` long super-pixel ids in ``0..d-1``.
@@ -143,6 +145,95 @@ def perturb(
     """
     keep = masks.bool()[:, segments]  # (b, H, W)
     return torch.where(keep.unsqueeze(1), image.unsqueeze(0), fill.unsqueeze(0))
+
+
+def _gather_keep(
+    weights: torch.Tensor, segments_flat: torch.Tensor, out: torch.Tensor, per_row: bool
+) -> None:
+    """``out[i, p] = weights[i, segments_flat[p]]``, one 1-D gather per row or one along dim 1."""
+    if per_row:
+        for i in range(len(weights)):
+            torch.index_select(weights[i], 0, segments_flat, out=out[i])
+    else:
+        torch.index_select(weights, 1, segments_flat, out=out)
+
+
+class Perturber:
+    """Builds the perturbed images of one image batch after batch, into one reused buffer.
+
+    Gives the same images as :func:`perturb`, bit for bit, about five times faster on CPU:
+
+    * the output ``(max_batch, C, H, W)`` and a ``(max_batch, H * W)`` keep map are allocated
+      once. PyTorch's CPU allocator hands large blocks back to the OS, so a fresh 6 MB batch
+      (10 images of 3 x 224 x 224 float32) pays its page faults again on every batch;
+    * the keep map is gathered from each mask row with a 1-D ``index_select`` over the flat
+      segment map, which on CPU is several times faster than one gather along dim 1 of the
+      ``(b, d)`` masks (on CUDA that single gather is one kernel, so it is used there);
+    * ``torch.lerp(fill, image, keep)`` combines them in one pass. With a weight of exactly 0 or
+      1, lerp returns ``fill`` or ``image`` exactly (it computes ``start + 0 * (end - start)``
+      below weight 0.5 and ``end - (end - start) * 0`` above), so it equals ``torch.where`` for
+      finite values, and reads the images once where ``where`` with a broadcast boolean is
+      about three times slower on CPU.
+
+    Args:
+        image: ``(C, H, W)`` float, finite (in [0, 1] here).
+        segments: ``(H, W)`` long super-pixel ids in ``0..d-1``, on ``image``'s device.
+        fill: ``(C, H, W)`` what a hidden super-pixel shows, same dtype and device as ``image``.
+        max_batch: The most masks one call gets.
+
+    Raises:
+        ValueError: On mismatched shapes or ``max_batch < 1``.
+
+    Example:
+        >>> img = torch.rand(3, 4, 4)
+        >>> seg = torch.arange(4).repeat_interleave(4).reshape(4, 4)
+        >>> build = Perturber(img, seg, torch.zeros(3, 4, 4), max_batch=2)
+        >>> batch = build(torch.tensor([[1, 1, 1, 1], [1, 0, 0, 1]]))
+        >>> batch.shape, bool((batch[1, :, 1:3] == 0).all())
+        (torch.Size([2, 3, 4, 4]), True)
+    """
+
+    def __init__(
+        self, image: torch.Tensor, segments: torch.Tensor, fill: torch.Tensor, max_batch: int
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1. Got {max_batch} instead.")
+        if image.ndim != 3 or fill.shape != image.shape or segments.shape != image.shape[1:]:
+            raise ValueError(
+                f"image and fill must be (C, H, W) and segments (H, W). Got {tuple(image.shape)}, "
+                f"{tuple(fill.shape)} and {tuple(segments.shape)} instead."
+            )
+        c, h, w = image.shape
+        self.image = image
+        self.fill = fill.to(image.dtype)
+        self.max_batch = max_batch
+        self._segments_flat = segments.reshape(-1)
+        self._out = torch.empty((max_batch, c, h, w), dtype=image.dtype, device=image.device)
+        self._keep = torch.empty((max_batch, h * w), dtype=image.dtype, device=image.device)
+
+    def __call__(self, masks: torch.Tensor) -> torch.Tensor:
+        """The perturbed images of ``masks``.
+
+        Args:
+            masks: ``(b, d)`` in {0, 1}, ``b <= max_batch``: 1 keeps a super-pixel, 0 hides it.
+
+        Returns:
+            ``(b, C, H, W)``, a view of the reused buffer: the next call overwrites it.
+
+        Raises:
+            ValueError: If ``b > max_batch``.
+        """
+        b = len(masks)
+        if b > self.max_batch:
+            raise ValueError(f"at most {self.max_batch} masks per call. Got {b} instead.")
+        keep = self._keep[:b]
+        _gather_keep(
+            masks.to(self.image.dtype), self._segments_flat, keep, keep.device.type == "cpu"
+        )
+        out = self._out[:b]
+        _, h, w = self.image.shape
+        torch.lerp(self.fill, self.image, keep.view(b, 1, h, w), out=out)
+        return out
 
 
 def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -364,8 +455,8 @@ def explain(
         The :class:`Explanation`.
 
     Raises:
-        ValueError: On bad shapes, an unknown option, a model in training mode or
-            ``batch_size < 1``.
+        ValueError: On bad shapes, an unknown option, a model in training mode, a float image
+            with a non-finite value or ``batch_size < 1``.
     """
     _check_choice("fill", fill, FILLS)
     _check_choice("regressor", regressor, REGRESSORS)
@@ -383,6 +474,8 @@ def explain(
     d = int(seg_np.max()) + 1
     if seg_np.min() != 0 or len(np.unique(seg_np)) != d:
         raise ValueError("segments must hold consecutive ids 0..d-1.")
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        raise ValueError("a float image must be finite (values in [0, 1]).")
     dev = torch.device(device)
     masks = sample_masks(d, n_samples, seed)
     autocast = (
@@ -400,8 +493,9 @@ def explain(
         seg_t = torch.from_numpy(seg_np).to(dev)
         fill_t = fill_image(x, seg_t, fill)
         masks_t = torch.from_numpy(masks).to(dev)
+        build = Perturber(x, seg_t, fill_t, min(batch_size, n_samples))
         for start in range(0, n_samples, batch_size):
-            batch = perturb(x, seg_t, masks_t[start : start + batch_size], fill_t)
+            batch = build(masks_t[start : start + batch_size])
             with autocast:
                 logits = model(batch)
             logits = logits.float()

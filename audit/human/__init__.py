@@ -1,0 +1,7 @@
+"""Human studies (Stock & Cisse 2018, section 3): export tasks, ingest answers, compute the
+rectified errors and the paper's tables, and the same figures from public judgments.
+
+Modules, in pipeline order: ``config`` (settings), ``studies`` (which items), ``render``
+(images), ``mturk`` (CSV formats), ``export``, ``ingest``, ``analysis``, ``public`` (ReaL,
+cleanlab, MadryLab), ``storage`` (where files go), ``cli`` (``audit-cli human``).
+"""

@@ -1,0 +1,294 @@
+"""``audit-cli human``: export studies, ingest answers, compute the paper's tables.
+
+Typical use::
+
+    audit-cli human export RUN misclassified --batch b1 --image-base-url https://.../human/images
+    # upload batches/misclassified-b1/{template.html,mturk_input.csv} to Mechanical Turk
+    audit-cli human ingest RUN misclassified-b1 Batch_123_batch_results.csv
+    audit-cli human analyze RUN
+    audit-cli human public RUN --real real.json --cleanlab imagenet_mturk.json
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import fsspec
+import pyarrow as pa
+import typer
+
+from audit.config import ConfigError
+from audit.human.analysis import analyze as run_analysis
+from audit.human.analysis import format_table
+from audit.human.config import (
+    ASSIGNMENT_CONDITIONS,
+    AgreementRule,
+    ExportConfig,
+    Shown,
+    Study,
+    Subset,
+    TimeFilter,
+)
+from audit.human.export import export_study
+from audit.human.ingest import ingest_files
+from audit.human.mturk import ResultsError
+from audit.human.public import (
+    PublicDataError,
+    cleanlab_table,
+    madrylab_table,
+    read_cleanlab,
+    read_index_to_filepath,
+    read_madrylab,
+    read_real,
+    real_table,
+)
+from audit.human.storage import FIGURES, TABLES, HumanStore, human_root, read_columns
+from audit.human.studies import StudyError
+
+app = typer.Typer(
+    help="Human studies: export Mechanical Turk batches, ingest answers, compute Tables 1-3.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+RunArg = Annotated[str, typer.Argument(help="The run folder (local path or fsspec URL).")]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option("--output", "-o", help="Human-study folder (default: <run>/human)."),
+]
+
+
+class AnswerFormat(str, Enum):
+    MTURK = "mturk"
+    PLAIN = "plain"
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=1)
+
+
+def _read_text(url: str) -> str:
+    try:
+        with fsspec.open(url, "rb") as f:
+            data: bytes = f.read()
+    except (FileNotFoundError, IsADirectoryError):
+        raise _fail(f"{url}: no such file") from None
+    except OSError as exc:
+        raise _fail(f"{url}: {exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _fail(f"{url}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _run_predictions(run: str) -> pa.Table:
+    try:
+        return read_columns(
+            run,
+            "predictions",
+            ["image_id", "label", "top5_classes", "correct_top1", "correct_top5"],
+        )
+    except FileNotFoundError:
+        raise _fail(f"{run}: no manifest.json, not a run folder") from None
+
+
+@app.command()
+def export(
+    run: RunArg,
+    study: Annotated[Study, typer.Argument(help="Which study.")],
+    batch: Annotated[str, typer.Option(help="Batch name (folder <study>-<batch>).")] = "batch1",
+    raters: Annotated[int, typer.Option(help="Raters per item.")] = 5,
+    question: Annotated[
+        str | None, typer.Option(help="Question text; {classes} is replaced by the class names.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every shuffle and draw.")] = 0,
+    max_items: Annotated[
+        int | None, typer.Option(help="Ask about a seeded sample of at most this many items.")
+    ] = None,
+    subset: Annotated[
+        Subset, typer.Option(help="Misclassified: which errors.")
+    ] = Subset.TOP1_ERRORS,
+    shown: Annotated[Shown, typer.Option(help="Misclassified: classes shown.")] = Shown.TOP1,
+    features: Annotated[
+        int, typer.Option(help="Adversarial: super-pixels shown in the explanation.")
+    ] = 8,
+    conditions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--condition",
+            help=f"Assignment: conditions (repeatable; default all of {sorted(ASSIGNMENT_CONDITIONS)}).",
+        ),
+    ] = None,
+    questions: Annotated[int, typer.Option(help="Assignment: questions per condition.")] = 20,
+    classes_per_question: Annotated[int, typer.Option(help="Assignment: groups per question.")] = 6,
+    class_names: Annotated[
+        bool, typer.Option(help="Assignment: show class names above the groups.")
+    ] = False,
+    image_base_url: Annotated[
+        str | None,
+        typer.Option(help="Public https URL of the images folder (<human>/images) for raters."),
+    ] = None,
+    output: OutputOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a batch of the same name.")] = False,
+) -> None:
+    """Render the images raters see and write an uploadable batch (MTurk CSV + HTML, JSON/CSV)."""
+    try:
+        cfg = ExportConfig(
+            study=study,
+            batch=batch,
+            raters_per_item=raters,
+            question=question,
+            seed=seed,
+            max_items=max_items,
+            subset=subset,
+            shown=shown,
+            explanation_features=features,
+            conditions=tuple(conditions) if conditions else tuple(ASSIGNMENT_CONDITIONS),
+            questions_per_condition=questions,
+            classes_per_question=classes_per_question,
+            show_class_names=class_names,
+            image_base_url=image_base_url,
+        )
+        batches = export_study(run, cfg, output=output, overwrite=overwrite)
+    except (ConfigError, StudyError) as exc:
+        raise _fail(str(exc)) from None
+    except FileNotFoundError as exc:
+        raise _fail(f"{run}: not a run folder ({exc})") from None
+    for b in batches:
+        typer.echo(f"batch {b.name}: {b.items} items, {b.images_written} new images -> {b.url}")
+    if study is Study.ADVERSARIAL:
+        typer.echo(
+            "note: run the '-whole' and '-explanation' batches days apart with different raters."
+        )
+    if image_base_url is None:
+        typer.echo(
+            "note: image URLs are storage URLs; pass --image-base-url with the public https "
+            "address of the images folder before uploading to Mechanical Turk."
+        )
+
+
+@app.command()
+def ingest(
+    run: RunArg,
+    batch: Annotated[str, typer.Argument(help="Batch folder name, e.g. misclassified-batch1.")],
+    results: Annotated[list[str], typer.Argument(help="Results CSV file(s), in order.")],
+    min_seconds: Annotated[float, typer.Option(help="Keep answers given in at least this.")] = 20.0,
+    max_seconds: Annotated[float, typer.Option(help="Keep answers given in at most this.")] = 180.0,
+    fmt: Annotated[
+        AnswerFormat,
+        typer.Option(
+            "--format",
+            help="mturk: batch results CSV; plain: item_id,worker_id,answer,work_time_seconds.",
+        ),
+    ] = AnswerFormat.MTURK,
+    output: OutputOpt = None,
+) -> None:
+    """Read raters' answers, apply the time filter, count duplicates and missing answers."""
+    try:
+        time_filter = TimeFilter(min_seconds, max_seconds)
+        store = HumanStore(human_root(run, output))
+        files = [(url, _read_text(url)) for url in results]
+        report = ingest_files(store, batch, files, time_filter, plain=fmt is AnswerFormat.PLAIN)
+    except (ConfigError, StudyError, ResultsError) as exc:
+        raise _fail(str(exc)) from None
+    for line in report.lines():
+        typer.echo(line)
+
+
+@app.command()
+def analyze(
+    run: RunArg,
+    k: Annotated[int, typer.Option("--k", help="Positive when at least k raters say yes...")] = 4,
+    n: Annotated[int, typer.Option("--n", help="...of the first n kept answers.")] = 5,
+    plot: Annotated[bool, typer.Option(help="Also write the Figure 2 PNG.")] = True,
+    output: OutputOpt = None,
+) -> None:
+    """Compute Tables 1-3 and Figure 2 from every ingested batch; write and print them."""
+    try:
+        rule = AgreementRule(k, n)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    predictions = _run_predictions(run)
+    store = HumanStore(human_root(run, output))
+    tables, notes = run_analysis(store, predictions, rule, plot=plot)
+    for note in notes:
+        typer.echo(f"note: {note}")
+    if not tables:
+        raise _fail(f"no ingested answers under {store.url()}; run 'ingest' first")
+    for name, table in tables.items():
+        typer.echo(f"\n{name} -> {store.url(f'{TABLES}/{name}.parquet')}")
+        typer.echo(format_table(table))
+    if plot and store.exists(f"{FIGURES}/fig2_positive_answers.png"):
+        typer.echo(f"\nfigure -> {store.url(f'{FIGURES}/fig2_positive_answers.png')}")
+
+
+@app.command()
+def public(
+    run: Annotated[
+        str | None, typer.Argument(help="Run folder whose predictions to score.")
+    ] = None,
+    predictions: Annotated[
+        str | None,
+        typer.Option(help="Any Parquet predictions table (file or folder) instead of a run."),
+    ] = None,
+    real: Annotated[str | None, typer.Option(help="ReaL labels, real.json.")] = None,
+    cleanlab: Annotated[str | None, typer.Option(help="cleanlab's imagenet_mturk.json.")] = None,
+    madrylab: Annotated[
+        str | None, typer.Option(help="MadryLab per-worker selections (JSON lines).")
+    ] = None,
+    index_to_filepath: Annotated[
+        str | None,
+        typer.Option(help="ImageFolder index -> file path JSON list, for index-only files."),
+    ] = None,
+    majority: Annotated[int, typer.Option(help="cleanlab: votes (of 5) making a majority.")] = 3,
+    min_fraction: Annotated[
+        float, typer.Option(help="MadryLab: fraction of workers that must select a class.")
+    ] = 0.5,
+    output: OutputOpt = None,
+) -> None:
+    """ReaL, cleanlab-rectified and MadryLab accuracy of a predictions table (no study needed)."""
+    import pyarrow.dataset as pads
+
+    if (run is None) == (predictions is None):
+        raise _fail("give either a run folder or --predictions, not both or neither")
+    if not (real or cleanlab or madrylab):
+        raise _fail("give at least one of --real, --cleanlab, --madrylab")
+    if run is not None:
+        table = _run_predictions(run)
+        root = human_root(run, output)
+    else:
+        assert predictions is not None
+        fs, path = fsspec.core.url_to_fs(predictions)
+        table = pads.dataset(path, format="parquet", filesystem=fs).to_table()
+        missing = {"image_id", "label", "top5_classes"} - set(table.column_names)
+        if missing:
+            raise _fail(f"{predictions}: missing column(s) {sorted(missing)}")
+        if output is None:
+            raise _fail("with --predictions, say where the tables go with --output")
+        root = output
+    store = HumanStore(root)
+    out = {}
+    try:
+        if real:
+            out["public_real"] = real_table(table, read_real(_read_text(real), real))
+        if cleanlab:
+            out["public_cleanlab"] = cleanlab_table(
+                table, read_cleanlab(_read_text(cleanlab), cleanlab), majority
+            )
+        if madrylab:
+            order = (
+                read_index_to_filepath(_read_text(index_to_filepath), index_to_filepath)
+                if index_to_filepath
+                else None
+            )
+            out["public_madrylab"] = madrylab_table(
+                table, read_madrylab(_read_text(madrylab), madrylab, order), min_fraction
+            )
+    except (PublicDataError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    for name, t in out.items():
+        store.write_parquet(f"{TABLES}/{name}.parquet", t)
+        typer.echo(f"\n{name} -> {store.url(f'{TABLES}/{name}.parquet')}")
+        typer.echo(format_table(t))

@@ -1,0 +1,106 @@
+"""Render the images raters see as PNG bytes, under names that reveal nothing.
+
+* ``crop``: the 224x224 evaluation crop of the input (``audit.data.decode``), what the model saw;
+* ``adversarial``: the stored adversarial image (``adversarial.image_png``);
+* ``explanation``: the adversarial image with only its top-K LIME super-pixels visible
+  (``audit.stages.explain.attention_image`` on the adversarial explanation's segments).
+
+A file name is a hash of the run id, the kind and the image id, so it does not give away the
+image's file name, class folder or condition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from audit.config import DEFAULT_MAX_PIXELS
+from audit.data.decode import ImageLoadError, load_image
+from audit.data.segments import decode_segments
+from audit.human.studies import ImageRef, StudyError
+from audit.stages.explain import attention_image
+
+
+def image_name(run_id: str, ref: ImageRef) -> str:
+    """``<kind>/<20 hex digits>.png``: the image's path under the ``images`` folder."""
+    digest = hashlib.sha256(f"{run_id}/{ref.kind}/{ref.image_id}".encode()).hexdigest()[:20]
+    return f"{ref.kind}/{digest}.png"
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """``(H, W, 3) uint8`` -> lossless PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes -> ``(H, W, 3) uint8``."""
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+class Renderer:
+    """Produces the PNG of any :class:`ImageRef` of one run.
+
+    Args:
+        uris: image_id -> input URI (from ``predictions``), for crops.
+        adversarial: image_id -> adversarial row with ``image_png``.
+        explanations: image_id -> explanation row (``segments``, ``top_features``) of the
+            adversarial image.
+        explanation_features: Super-pixels an explanation image shows.
+        storage_options: fsspec options for reading the inputs.
+    """
+
+    def __init__(
+        self,
+        uris: Mapping[str, str],
+        adversarial: Mapping[str, Mapping[str, Any]] | None = None,
+        explanations: Mapping[str, Mapping[str, Any]] | None = None,
+        explanation_features: int = 8,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.uris = uris
+        self.adversarial = adversarial or {}
+        self.explanations = explanations or {}
+        self.k = explanation_features
+        self.storage_options = storage_options
+
+    def render(self, ref: ImageRef) -> bytes:
+        """PNG bytes of ``ref``.
+
+        Raises:
+            StudyError: The input cannot be read or decoded, or the rows it needs are missing.
+        """
+        if ref.kind == "crop":
+            uri = self.uris.get(ref.image_id)
+            if uri is None:
+                raise StudyError(f"image {ref.image_id!r} is not in the predictions table")
+            try:
+                return png_bytes(load_image(uri, DEFAULT_MAX_PIXELS, self.storage_options))
+            except ImageLoadError as exc:
+                raise StudyError(f"cannot render {uri}: {exc}") from None
+        row = self.adversarial.get(ref.image_id)
+        if row is None or row.get("image_png") is None:
+            raise StudyError(f"no stored adversarial image for {ref.image_id!r}")
+        if ref.kind == "adversarial":
+            return bytes(row["image_png"])
+        if ref.kind == "explanation":
+            expl = self.explanations.get(ref.image_id)
+            if expl is None:
+                raise StudyError(f"no adversarial explanation for {ref.image_id!r}")
+            image = decode_png(row["image_png"])
+            segments = decode_segments(expl["segments"])
+            if segments.shape != image.shape[:2]:
+                raise StudyError(
+                    f"explanation of {ref.image_id!r} has segments {segments.shape}, "
+                    f"the image is {image.shape[:2]}"
+                )
+            top = np.asarray(expl["top_features"], dtype=np.int64)
+            return png_bytes(attention_image(image, segments, top, k=self.k))
+        raise StudyError(f"unknown image kind {ref.kind!r}")

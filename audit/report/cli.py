@@ -1,0 +1,116 @@
+"""``audit-cli report RUN [RUN ...]``: write the HTML report of one or more runs.
+
+The lead registers :func:`report` on the main app (``app.command()(report)``); :data:`app` holds
+it alone for tests.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from audit.config import ConfigError
+from audit.report.config import ReportConfig
+
+_D = ReportConfig()
+
+app = typer.Typer(add_completion=False)
+
+
+def _parse_options(text: str | None) -> dict[str, Any]:
+    """``--storage-options`` JSON -> dict; raises ConfigError with a one-line reason."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--storage-options must be a JSON object: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"--storage-options must be a JSON object. Got {type(value).__name__} instead."
+        )
+    return value
+
+
+def report(
+    runs: Annotated[
+        list[str],
+        typer.Argument(help="Run folders (paths or URLs); several are shown side by side."),
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", help="HTML file to write (default: <first run>/report/index.html)."
+        ),
+    ] = None,
+    attributes: Annotated[
+        str | None,
+        typer.Option(help="CSV image_id,attribute,value for the bias probe."),
+    ] = None,
+    pairs: Annotated[
+        str | None,
+        typer.Option(help="CSV image_a,image_b[,attribute][,pair_id] for the paired probe."),
+    ] = None,
+    examples: Annotated[
+        int, typer.Option(help="Misclassified images shown per run.")
+    ] = _D.examples,
+    adversarial_examples: Annotated[
+        int, typer.Option(help="Adversarial images shown per run.")
+    ] = _D.adversarial_examples,
+    paths: Annotated[int, typer.Option(help="Explanation paths shown per run.")] = _D.paths,
+    max_classes: Annotated[
+        int, typer.Option(help="Classes shown with prototypes and criticisms.")
+    ] = _D.max_classes,
+    classes_per_page: Annotated[int, typer.Option(help="Classes per page.")] = _D.classes_per_page,
+    max_images: Annotated[int, typer.Option(help="Most embedded images.")] = _D.max_images,
+    max_image_mb: Annotated[
+        float, typer.Option(help="Most megabytes of embedded images (before base64).")
+    ] = _D.max_image_bytes / 1e6,
+    thumb_size: Annotated[
+        int, typer.Option(help="Longest side of thumbnails, pixels.")
+    ] = _D.thumb_size,
+    seed: Annotated[int, typer.Option(help="Seed of every sample.")] = _D.seed,
+    storage_options: Annotated[
+        str | None,
+        typer.Option(
+            "--storage-options",
+            help="fsspec options for the runs, the CSVs and the output, as JSON "
+            "(e.g. '{\"anon\": true}').",
+        ),
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report (tables, plots, image grids) of audit runs."""
+    from audit.report.bias import read_attributes, read_pairs
+    from audit.report.build import make_report
+
+    try:
+        options = _parse_options(storage_options)
+        cfg = ReportConfig(
+            examples=examples,
+            adversarial_examples=adversarial_examples,
+            paths=paths,
+            max_classes=max_classes,
+            classes_per_page=classes_per_page,
+            max_images=max_images,
+            max_image_bytes=int(max_image_mb * 1_000_000),
+            thumb_size=thumb_size,
+            seed=seed,
+        )
+        attrs = read_attributes(attributes, options) if attributes else None
+        pair_list = read_pairs(pairs, options) if pairs else None
+        url, built = make_report(runs, output, cfg, attrs, pair_list, options)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    size = len(built.html.encode("utf-8"))
+    typer.echo(
+        f"report: {url} ({size / 1e6:.1f} MB, {built.images} images, "
+        f"sections: {', '.join(built.sections)})"
+    )
+    if built.refused_images:
+        typer.echo(f"  {built.refused_images} images left out: the image budget was spent")
+
+
+app.command()(report)

@@ -1,0 +1,241 @@
+"""Read what the report shows from a run folder: manifest, tables (without the heavy columns),
+class names, and the human-study tables and figures under ``<run>/human/``.
+
+Nothing is recomputed here: LIME, the attack and the selections are read as the run stored them.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from audit.config import ConfigError
+from audit.data.classes import ClassIndex
+from audit.store import MANIFEST, SCHEMAS, read_manifest, table_dataset
+
+HUMAN_TABLES = "human/tables"
+HUMAN_FIGURES = "human/figures"
+
+# Columns the report never needs in memory (embeddings are 512-2208 floats a row; adversarial
+# pixels are read only for the few images shown, by adversarial_pngs).
+_SKIP = {"predictions": {"embedding"}, "adversarial": {"image_png"}}
+
+
+@dataclass(frozen=True)
+class ClassNames:
+    """Display names of a model's output indices.
+
+    Attributes:
+        ids: Class ids (WordNet ids, ``digit_3``), one per output index.
+        names: Human-readable names, same length.
+    """
+
+    ids: tuple[str, ...]
+    names: tuple[str, ...]
+
+    def label(self, index: int | None) -> str:
+        """``"tench (n01440764)"``; ``"unlabeled"`` for None; ``"class 17"`` when unknown."""
+        if index is None:
+            return "unlabeled"
+        if 0 <= index < len(self.ids):
+            name, cid = self.names[index], self.ids[index]
+            return cid if name == cid else f"{name} ({cid})"
+        return f"class {index}"
+
+    def short(self, index: int | None) -> str:
+        """The name alone (``"tench"``)."""
+        if index is None:
+            return "unlabeled"
+        return self.names[index] if 0 <= index < len(self.names) else f"class {index}"
+
+
+@dataclass(frozen=True)
+class RunData:
+    """One run as the report reads it.
+
+    Attributes:
+        url: The run folder as given.
+        manifest: ``manifest.json``.
+        classes: Names of the model's classes.
+        tables: ``predictions`` (no embedding), ``errors``, ``adversarial`` (no pixels),
+            ``explanations``, ``selections``, ``metrics``.
+        human: Every ``<run>/human/tables/*.parquet``, by file stem, sorted by name.
+        human_figures: Every ``<run>/human/figures/*.png``, by file stem.
+        storage_options: fsspec options the run was read with.
+    """
+
+    url: str
+    manifest: dict[str, Any]
+    classes: ClassNames
+    tables: dict[str, pa.Table]
+    human: dict[str, pa.Table] = field(default_factory=dict)
+    human_figures: dict[str, bytes] = field(default_factory=dict)
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id", posixpath.basename(self.url.rstrip("/"))))
+
+    @property
+    def model(self) -> str:
+        return str(self.manifest.get("model", {}).get("name", "?"))
+
+    @property
+    def title(self) -> str:
+        """``"<model> (<run_id>)"``: how columns and headings name the run."""
+        return f"{self.model} ({self.run_id})"
+
+    @property
+    def max_steps(self) -> int | None:
+        value = self.manifest.get("config", {}).get("attack", {}).get("max_steps")
+        return int(value) if isinstance(value, int) else None
+
+    @property
+    def keep_images(self) -> bool:
+        return bool(self.manifest.get("config", {}).get("attack", {}).get("keep_images"))
+
+    @property
+    def max_pixels(self) -> int:
+        value = self.manifest.get("config", {}).get("data", {}).get("max_pixels")
+        return int(value) if isinstance(value, int) else 89_478_485
+
+
+def class_names(manifest: Mapping[str, Any], selections: pa.Table | None = None) -> ClassNames:
+    """The class list a run's model used, named by ``manifest['model']['classes']``.
+
+    The shipped lists (``imagenet``, ``digits``) give names; for another list the ids come from
+    the selections table where it has them, and the index stands in for the rest.
+    """
+    from audit.data.classes import imagenet_classes
+    from audit.data.demo import DIGIT_CLASSES
+
+    model = manifest.get("model", {})
+    kind = model.get("classes")
+    known: dict[str, Callable[[], ClassIndex]] = {
+        "imagenet": imagenet_classes,
+        "digits": lambda: DIGIT_CLASSES,
+    }
+    n = int(model.get("num_classes") or 0)
+    if kind in known:
+        index = known[kind]()
+        if not n or n == len(index):
+            return ClassNames(index.ids, index.names)
+    ids = [f"class_{i}" for i in range(n)]
+    if selections is not None and selections.num_rows:
+        for cls, cid in zip(
+            selections.column("class").to_pylist(),
+            selections.column("class_id").to_pylist(),
+            strict=True,
+        ):
+            if 0 <= cls < n:
+                ids[cls] = cid
+    return ClassNames(tuple(ids), tuple(ids))
+
+
+def _fs(url: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:
+    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options))
+    return fs, path.rstrip("/")
+
+
+def read_run_table(
+    run: str, manifest: Mapping[str, Any], name: str, storage_options: Mapping[str, Any]
+) -> pa.Table:
+    """One table of ``run`` as its manifest lists it, without the columns the report skips."""
+    schema = SCHEMAS[name]
+    columns = [c for c in schema.names if c not in _SKIP.get(name, set())]
+    files = manifest.get("tables", {}).get(name, {}).get("files", [])
+    if not files:
+        return schema.empty_table().select(columns)
+    dataset = table_dataset(run, files, storage_options)
+    have = set(dataset.schema.names)
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise ConfigError(
+            f"The {name} table of run {run!r} lacks the column(s) {', '.join(missing)}: "
+            "was it written by an older version?"
+        )
+    table = dataset.to_table(columns=columns)
+    return table.cast(pa.schema([schema.field(c) for c in columns]))
+
+
+def adversarial_pngs(run: RunData, image_ids: Iterable[str]) -> dict[str, bytes]:
+    """The stored adversarial PNGs of ``image_ids`` (only those that have one)."""
+    wanted = sorted(set(image_ids))
+    files = run.manifest.get("tables", {}).get("adversarial", {}).get("files", [])
+    if not wanted or not files:
+        return {}
+    dataset = table_dataset(run.url, files, run.storage_options)
+    table = dataset.to_table(
+        columns=["image_id", "image_png"],
+        filter=pc.field("image_id").isin(wanted),
+    )
+    out: dict[str, bytes] = {}
+    for image_id, png in zip(
+        table.column("image_id").to_pylist(), table.column("image_png").to_pylist(), strict=True
+    ):
+        if png:
+            out[image_id] = png
+    return out
+
+
+def _read_human(
+    run: str, storage_options: Mapping[str, Any]
+) -> tuple[dict[str, pa.Table], dict[str, bytes]]:
+    fs, base = _fs(run, storage_options)
+    tables: dict[str, pa.Table] = {}
+    figures: dict[str, bytes] = {}
+    folder = base + "/" + HUMAN_TABLES
+    if fs.exists(folder):
+        for path in sorted(fs.glob(folder + "/*.parquet")):
+            stem = posixpath.splitext(posixpath.basename(path))[0]
+            try:
+                with fs.open(path, "rb") as f:
+                    tables[stem] = pq.read_table(f)
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise ConfigError(
+                    f"Cannot read the human-study table {fs.unstrip_protocol(path)!r}: {exc}"
+                ) from None
+    folder = base + "/" + HUMAN_FIGURES
+    if fs.exists(folder):
+        for path in sorted(fs.glob(folder + "/*.png")):
+            stem = posixpath.splitext(posixpath.basename(path))[0]
+            figures[stem] = fs.cat_file(path)
+    return tables, figures
+
+
+def load_run(run: str, storage_options: Mapping[str, Any] | None = None) -> RunData:
+    """Read everything the report needs from the run folder ``run`` (path or fsspec URL).
+
+    Raises:
+        ConfigError: no manifest there, or a table or human-study file that cannot be read.
+    """
+    options = dict(storage_options or {})
+    fs, base = _fs(run, options)
+    if not fs.exists(base + "/" + MANIFEST):
+        raise ConfigError(f"No run at {run!r}: {MANIFEST} not found there.")
+    try:
+        manifest = read_manifest(run, options)
+    except ValueError as exc:
+        raise ConfigError(f"The manifest of {run!r} is not valid JSON: {exc}") from None
+    try:
+        tables = {name: read_run_table(run, manifest, name, options) for name in SCHEMAS}
+    except (OSError, pa.ArrowInvalid) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"Cannot read the tables of run {run!r}: {first}") from None
+    human, figures = _read_human(run, options)
+    return RunData(
+        url=run,
+        manifest=manifest,
+        classes=class_names(manifest, tables["selections"]),
+        tables=tables,
+        human=human,
+        human_figures=figures,
+        storage_options=options,
+    )

@@ -1,0 +1,317 @@
+"""Shards, resume and fault tolerance: a run survives a killed driver, a killed model actor and a
+failing storage, and ends with every image exactly once and the same tables as an
+uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import fsspec
+import numpy as np
+import psutil
+import pytest
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from torch import nn
+
+from audit import store
+from audit.config import ConfigError, build_config
+from audit.model_actor import ModelActor, decode_batch
+from audit.models import AuditModel
+from audit.pipeline import run_audit
+from audit.store import read_manifest, read_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+# 150 demo images in shards of 10: 15 shards, each committed as soon as its last image is back.
+SMALL = {
+    "data": {"limit": 150, "decode_batch_size": 8},
+    "predict": {"batch_size": 8},
+    "explain": {"per_class": 1, "n_samples": 200},
+}
+
+
+def small_config(root: Path | str, run_id: str, **sections: dict[str, Any]) -> dict[str, Any]:
+    raw: dict[str, Any] = {k: dict(v) for k, v in SMALL.items()}
+    for name, fields in sections.items():
+        raw.setdefault(name, {}).update(fields)
+    raw["output"] = {"root": str(root), "run_id": run_id, "shard_size": 10, **raw.get("output", {})}
+    return raw
+
+
+@pytest.fixture(scope="module")
+def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    cache = str(tmp_path_factory.mktemp("demo-cache"))
+    old = os.environ.get("AUDIT_CACHE_DIR")
+    os.environ["AUDIT_CACHE_DIR"] = cache
+    yield cache
+    if old is None:
+        os.environ.pop("AUDIT_CACHE_DIR", None)
+    else:
+        os.environ["AUDIT_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, demo_cache: str, ray_local: None) -> str:
+    """An uninterrupted run of the small configuration."""
+    root = tmp_path_factory.mktemp("ref")
+    run_audit(build_config(small_config(root, "ref")))
+    return str(root / "ref")
+
+
+def rows(run: str, table: str, key: tuple[str, ...]) -> list[dict[str, Any]]:
+    out = read_table(run, table).to_pylist()
+    for r in out:
+        r.pop("run_id", None)
+    return sorted(out, key=lambda r: tuple(r[k] for k in key))
+
+
+def assert_same_tables(run: str, ref: str) -> None:
+    """Every table of ``run`` equals ``ref``'s, row for row (floats to float32 precision)."""
+    keys = {
+        "predictions": ("image_id",),
+        "errors": ("image_id",),
+        "adversarial": ("image_id",),
+        "explanations": ("image_id", "variant"),
+        "selections": ("class", "method", "role", "rank"),
+        "metrics": ("name", "scope"),
+    }
+    for table, key in keys.items():
+        got, want = rows(run, table, key), rows(ref, table, key)
+        assert len(got) == len(want), table
+        for g, w in zip(got, want, strict=True):
+            assert g.keys() == w.keys()
+            for col in g:
+                a, b = g[col], w[col]
+                if isinstance(b, float) or (isinstance(b, list) and b and isinstance(b[0], float)):
+                    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"{table}.{col}")
+                else:
+                    assert a == b, f"{table}.{col} of {[g[k] for k in key]}"
+
+
+def assert_exactly_once(run: str) -> None:
+    m = read_manifest(run)
+    ids = read_table(run, "predictions")["image_id"].to_pylist()
+    errs = read_table(run, "errors")["image_id"].to_pylist()
+    assert len(ids) == len(set(ids)) and not set(ids) & set(errs)
+    assert len(ids) + len(errs) == m["data"]["inputs"]
+    assert m["shards"]["committed"] == list(range(m["shards"]["total"]))
+    # the folder holds exactly the files the manifest lists
+    for table, t in m["tables"].items():
+        on_disk = sorted(p.name for p in (Path(run) / table).iterdir())
+        assert on_disk == sorted(Path(f).name for f in t["files"]), table
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def committed_shards(run: Path) -> int:
+    try:
+        return len(json.loads((run / "manifest.json").read_text())["shards"]["committed"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_killed_driver_then_rerun_equals_uninterrupted_run(
+    tmp_path: Path, reference: str, demo_cache: str
+) -> None:
+    import ray
+
+    raw = small_config(tmp_path, "killed")
+    script = (
+        "import json, sys, ray\n"
+        "from audit.config import build_config\n"
+        "from audit.pipeline import run_audit\n"
+        "ray.init(address=sys.argv[1], logging_level='WARNING')\n"
+        "run_audit(build_config(json.loads(sys.argv[2])))\n"
+    )
+    env = {**os.environ, "AUDIT_CACHE_DIR": demo_cache}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", script, ray.get_runtime_context().gcs_address, json.dumps(raw)],
+        cwd=REPO,
+        env=env,
+    )
+    run = tmp_path / "killed"
+    try:
+        wait_for(lambda: committed_shards(run) >= 2, 300, "two committed shards")
+        os.kill(driver.pid, signal.SIGKILL)
+    finally:
+        driver.wait(timeout=60)
+    before = json.loads((run / "manifest.json").read_text())
+    assert before["state"] == "running"  # the driver had no chance to say anything
+    done_before = before["shards"]["committed"]
+    assert 2 <= len(done_before) < before["shards"]["total"], "the kill came too late to test"
+
+    result = run_audit(build_config(raw))  # the same run id: resumes
+    m = result.manifest
+    assert m["state"] == "succeeded"
+    assert m["attempts"][-1]["committed_shards_at_start"] == len(done_before)
+    assert_exactly_once(str(run))
+    assert_same_tables(str(run), reference)
+
+
+def test_killed_model_actor_is_replaced_and_run_completes(
+    tmp_path: Path, reference: str, demo_cache: str
+) -> None:
+    run = tmp_path / "actor"
+    killed: list[int] = []
+
+    def kill_an_actor() -> None:
+        wait_for(lambda: committed_shards(run) >= 1, 300, "a committed shard")
+        me = psutil.Process()
+        for p in me.children(recursive=True):
+            try:
+                if "MapWorker" in " ".join(p.cmdline()) and "ModelActor" in " ".join(p.cmdline()):
+                    p.send_signal(signal.SIGKILL)
+                    killed.append(p.pid)
+                    return
+            except psutil.Error:
+                continue
+
+    killer = threading.Thread(target=kill_an_actor)
+    killer.start()
+    result = run_audit(build_config(small_config(tmp_path, "actor")))
+    killer.join()
+    assert killed, "no model actor process was found to kill"
+    assert result.manifest["shards"]["committed"][-1] == 14
+    assert_exactly_once(str(run))
+    assert_same_tables(str(run), reference)
+
+
+class FlakyFileSystem(LocalFileSystem):
+    """The local disk, but writing a file whose path contains ``target`` fails ``failures``
+    times (an injected storage error)."""
+
+    protocol = ("flaky",)
+    target: ClassVar[str] = ""
+    failures: ClassVar[int] = 0
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> str:
+        path = str(path)
+        if path.startswith("flaky://"):
+            path = path[len("flaky://") :]
+        return str(super()._strip_protocol(path))
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        if "w" in mode and type(self).target in path and type(self).failures > 0:
+            type(self).failures -= 1
+            raise OSError(f"injected storage error on {path}")
+        return super()._open(path, mode, **kwargs)
+
+
+@pytest.fixture
+def flaky(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FlakyFileSystem]]:
+    fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
+    monkeypatch.setattr(store, "WRITE_BACKOFF_S", 0.01)
+    FlakyFileSystem.target, FlakyFileSystem.failures = "", 0
+    yield FlakyFileSystem
+    FlakyFileSystem.target, FlakyFileSystem.failures = "", 0
+
+
+def test_failing_write_is_retried(
+    tmp_path: Path, flaky: type[FlakyFileSystem], reference: str, demo_cache: str
+) -> None:
+    flaky.target, flaky.failures = "predictions/shard-00003", store.WRITE_ATTEMPTS - 1
+    raw = small_config(f"flaky://{tmp_path}", "retried", criticism={"enabled": False})
+    run_audit(build_config(raw))
+    assert flaky.failures == 0  # both injected failures happened, the third try wrote it
+    assert_exactly_once(str(tmp_path / "retried"))
+    got = rows(str(tmp_path / "retried"), "predictions", ("image_id",))
+    want = rows(reference, "predictions", ("image_id",))
+    assert [r["top5_classes"] for r in got] == [r["top5_classes"] for r in want]
+
+
+def test_write_that_keeps_failing_fails_clearly_and_commits_nothing_partial(
+    tmp_path: Path, flaky: type[FlakyFileSystem], demo_cache: str, ray_local: None
+) -> None:
+    flaky.target, flaky.failures = "adversarial/shard-00004", 10**6
+    raw = small_config(f"flaky://{tmp_path}", "broken", criticism={"enabled": False})
+    with pytest.raises(OSError, match=r"adversarial/shard-00004.parquet .*failed 3 times"):
+        run_audit(build_config(raw))
+    run = tmp_path / "broken"
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["state"] == "failed" and "shard-00004" in m["error"]
+    assert 4 not in m["shards"]["committed"]
+    # shard 4's predictions file was written before the failing one, but it does not count
+    listed = {f for t in m["tables"].values() for f in t["files"]}
+    assert not any("shard-00004" in f for f in listed)
+
+    flaky.failures = 0  # the storage recovers; the same run resumes and completes
+    result = run_audit(build_config(raw))
+    assert result.manifest["state"] == "succeeded"
+    assert_exactly_once(str(run))
+
+
+def test_resume_refuses_a_changed_config_and_a_finished_run(
+    tmp_path: Path, reference: str, demo_cache: str
+) -> None:
+    root = Path(reference).parent
+    changed = small_config(root, "ref", attack={"eps_step": 0.5})
+    with pytest.raises(ConfigError, match="already finished"):
+        run_audit(build_config(changed))
+    # an unfinished run with another config: names the field
+    m = json.loads((Path(reference) / "manifest.json").read_text())
+    m["state"] = "failed"
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ConfigError, match=r"attack\.eps_step changed"):
+        run_audit(build_config(small_config(tmp_path, "half", attack={"eps_step": 0.5})))
+
+
+class _Poisoned(nn.Module):
+    """Fails on any batch that holds an all-black image; otherwise a linear map of the channel
+    means."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(3, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.amax(dim=(1, 2, 3)) == 0).any():
+            raise RuntimeError("poisoned input")
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def test_an_image_that_always_fails_becomes_an_error_row(tmp_path: Path) -> None:
+    from PIL import Image
+
+    paths = []
+    for i, colour in enumerate([(200, 30, 30), (0, 0, 0), (20, 180, 60)]):
+        p = tmp_path / f"img{i}.png"
+        Image.new("RGB", (300, 260), colour).save(p)
+        paths.append(str(p))
+    batch = decode_batch(
+        {
+            "image_id": np.array(["a", "black", "c"], dtype=object),
+            "uri": np.array(paths, dtype=object),
+            "label": np.array([1, 2, 3]),
+        },
+        max_pixels=10**8,
+    )
+    model = AuditModel(_Poisoned(), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    actor = ModelActor(model, 10, 3, "cpu", bf16=False, embeddings=True)
+    out = actor(batch)
+    assert list(out["error"][[0, 2]]) == ["", ""]
+    assert out["stage"][1] == "predict" and "poisoned input" in out["error"][1]
+    with torch.no_grad():  # the healthy rows equal a direct forward pass
+        x = torch.from_numpy(batch["image"][[0, 2]]).permute(0, 3, 1, 2).float() / 255
+        probs = torch.softmax(model.net(x), dim=1).numpy()
+    np.testing.assert_array_equal(out["top5_classes"][[0, 2], 0], probs.argmax(1))
+    np.testing.assert_allclose(out["top5_probs"][[0, 2], 0], probs.max(1), rtol=1e-5)
