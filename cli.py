@@ -498,5 +498,19 @@ def models() -> None:
         typer.echo(name)
 
 
+def _register_subcommands() -> None:
+    """``audit-cli human ...`` (human studies) and ``audit-cli report`` (the HTML report)."""
+    from audit.human.cli import app as human_app
+    from audit.report.cli import report
+
+    app.add_typer(
+        human_app, name="human", help="Human studies: export batches, ingest answers, tables."
+    )
+    app.command(name="report")(report)
+
+
+_register_subcommands()
+
+
 if __name__ == "__main__":
     app()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from audit.config import AttackConfig, AttackTarget, ExplainConfig, ExplainWhich, Variant
-from audit.data.decode import CROP, ImageLoadError, load_image
+from audit.data.decode import CROP, ImageLoadError, decode_image, load_image
 from audit.data.segments import decode_segments, encode_segments
 from audit.models import AuditModel
 from audit.stages.attack import attack_columns
@@ -60,9 +60,13 @@ def decode_batch(
     stages = np.full(n, "", dtype=object)
     segments = np.full(n, b"", dtype=object)
     explain = np.asarray(batch.get("explain", np.zeros(n, dtype=bool)), dtype=bool)
+    carried = batch.get("data")  # bytes the driver read for inputs workers cannot reach
     for i, uri in enumerate(batch["uri"]):
         try:
-            images[i] = load_image(str(uri), max_pixels, storage_options, draft=jpeg_draft)
+            if carried is not None and len(carried[i]):
+                images[i] = decode_image(bytes(carried[i]), max_pixels, draft=jpeg_draft)
+            else:
+                images[i] = load_image(str(uri), max_pixels, storage_options, draft=jpeg_draft)
         except ImageLoadError as exc:
             errors[i], stages[i] = exc.reason, exc.stage
             continue

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 from fsspec.implementations.memory import MemoryFileSystem
@@ -261,18 +262,27 @@ class _Pass:
             )
 
     def pending_items(self, flags: list[bool]) -> list[dict[str, Any]]:
-        """The Ray Data input rows of the records in shards not committed yet."""
-        return [
-            {
+        """The Ray Data input rows of the records in shards not committed yet.
+
+        Inputs on memory:// exist only in this process, so their bytes travel with the rows
+        (``data``); every other input is read by the decode tasks from its URI.
+        """
+        items = []
+        for r, flag in zip(self.listing.records, flags, strict=True):
+            shard = self.shard_of[(r.image_id, r.uri)]
+            if shard in self.committed:
+                continue
+            item: dict[str, Any] = {
                 "image_id": r.image_id,
                 "uri": r.uri,
                 "label": -1 if r.label is None else r.label,
                 "explain": flag,
-                "shard": self.shard_of[(r.image_id, r.uri)],
+                "shard": shard,
             }
-            for r, flag in zip(self.listing.records, flags, strict=True)
-            if self.shard_of[(r.image_id, r.uri)] not in self.committed
-        ]
+            if r.uri.startswith("memory://"):
+                item["data"] = _driver_bytes(r.uri)
+            items.append(item)
+        return items
 
     # --- tables -------------------------------------------------------------------------
     def add(self, batch: dict[str, np.ndarray]) -> None:
@@ -566,6 +576,17 @@ def run_criticism(state: _Pass) -> None:
     stage.update({"state": "done", "seconds": round(time.time() - t0, 3), "methods": methods})
 
 
+def _driver_bytes(uri: str) -> bytes:
+    """The bytes of a memory:// input, or b"" when they cannot be read (the decode task then
+    tries the URI itself and reports why it failed)."""
+    try:
+        with fsspec.open(uri, "rb") as f:
+            data: bytes = f.read()
+    except OSError:
+        return b""
+    return data
+
+
 def _safe_source(data: DataConfig) -> str | list[str]:
     if isinstance(data.source, tuple):
         return list(data.source[:10]) + (
@@ -753,6 +774,7 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
                     "storage_options": dict(cfg.data.storage_options),
                     "segmentation": cfg.explain.segmentation.value if cfg.explain.enabled else None,
                     "seed": cfg.explain.seed,
+                    "jpeg_draft": cfg.data.jpeg_draft,
                 },
                 num_cpus=1,
                 # Reserve memory for a batch of full-size decodes (ImageNet's largest is 36 MB

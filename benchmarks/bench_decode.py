@@ -78,7 +78,7 @@ def demo_digits_large(seed: int = 0) -> list[bytes]:
     from audit.data.demo import demo_split, render_demo_digit
 
     rng = np.random.default_rng(seed)
-    held_out, _ = demo_split()
+    _, held_out = demo_split()
     out = []
     for index in held_out:
         img = render_demo_digit(int(index))
@@ -88,7 +88,9 @@ def demo_digits_large(seed: int = 0) -> list[bytes]:
             (round(short * aspect), short) if rng.random() < 0.7 else (short, round(short * aspect))
         )
         buf = io.BytesIO()
-        img.convert("RGB").resize(size, Image.BICUBIC).save(buf, format="JPEG", quality=90)
+        img.convert("RGB").resize(size, Image.Resampling.BICUBIC).save(
+            buf, format="JPEG", quality=90
+        )
         out.append(buf.getvalue())
     return out
 

@@ -98,7 +98,7 @@ def ray_pass(args: argparse.Namespace, root: Path) -> tuple[float, dict[str, flo
             "predict.device=cpu",
             "attack.enabled=true",
             "attack.target=prediction",
-            f"attack.eps_step={args.eps_step}",
+            f"attack.eps_step={args.eps_step:.12f}",  # YAML reads 1e-06 as a string
             f"attack.max_steps={args.max_steps}",
             "explain.enabled=false",
             "criticism.enabled=false",
@@ -148,6 +148,7 @@ def main() -> int:
     t_alone, steps_alone = alone(
         args.model, images, labels, args.batch, args.eps_step, args.max_steps, args.threads
     )
+    print(f"alone: {t_alone:.1f} s", flush=True)
     t_ray, busy, steps_ray = ray_pass(args, root)
     flipped = int((steps_alone != NEVER).sum()), int((steps_ray != NEVER).sum())
 

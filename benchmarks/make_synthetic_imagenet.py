@@ -110,8 +110,8 @@ def render(index: int, seed: int = 0) -> Image.Image:
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     w, h = image_size(rng)
-    img = Image.fromarray(np.ascontiguousarray(crop)).resize((w, h), Image.BILINEAR)
-    arr = np.asarray(img, dtype=np.float32)
+    img = Image.fromarray(np.ascontiguousarray(crop)).resize((w, h), Image.Resampling.BILINEAR)
+    arr: np.ndarray = np.asarray(img, dtype=np.float32)
     arr = arr * rng.uniform(0.7, 1.3, size=3) + rng.uniform(-25, 25, size=3)
     arr += rng.normal(0.0, NOISE_SIGMA, size=arr.shape).astype(np.float32)
     return Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8))

@@ -58,6 +58,13 @@ def test_run_with_no_arguments_runs_the_demo(
     check_adversarial_against_reference(run, preds)
     check_selections_against_reference(run, preds)
     check_explanations(run, preds)
+    # the report and the human-study commands are registered on the main CLI
+    report = runner.invoke(app, ["report", run])
+    assert report.exit_code == 0, report.output
+    html = (Path(run) / "report" / "index.html").read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and m["run_id"] in html
+    public = runner.invoke(app, ["human", "public", "--help"])
+    assert public.exit_code == 0 and "ReaL" in public.output
 
     status = runner.invoke(app, ["status"])
     assert status.exit_code == 0, status.output

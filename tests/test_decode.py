@@ -121,7 +121,9 @@ def test_memory_filesystem_url() -> None:
 def _upscaled_jpeg(name: str, factor: int) -> bytes:
     """A real photo enlarged ``factor`` times and saved as a quality-90 JPEG."""
     img = sample_photo(name)
-    return encode(img.resize((img.width * factor, img.height * factor), Image.BICUBIC), quality=90)
+    return encode(
+        img.resize((img.width * factor, img.height * factor), Image.Resampling.BICUBIC), quality=90
+    )
 
 
 @pytest.mark.parametrize(
@@ -144,7 +146,7 @@ def test_draft_picks_smallest_dct_scale_keeping_short_side_256(
     decoded at exactly that scale (PIL's own scaled decoder, asked for that size directly)."""
     w, h = size
     base = rng.integers(0, 256, size=(h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
-    data = encode(Image.fromarray(base).resize((w, h), Image.BILINEAR), quality=90)
+    data = encode(Image.fromarray(base).resize((w, h), Image.Resampling.BILINEAR), quality=90)
     with Image.open(io.BytesIO(data)) as img:
         img.draft("RGB", (w // scale, h // scale))
         assert img.size == (-(-w // scale), -(-h // scale))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +250,9 @@ def test_rater_files_never_show_the_ground_truth(run: str) -> None:
     for batch, expected in columns.items():
         rows = read_csv(store, f"batches/{batch}/mturk_input.csv")
         assert list(rows[0]) == expected  # no label, condition or correct answer column
+        # MTurk refuses a template whose ${placeholders} are not all input columns
+        html = store.read_bytes(f"batches/{batch}/template.html").decode()
+        assert set(re.findall(r"\$\{(\w+)\}", html)) == set(expected) - {"classes"}
         assert read_csv(store, f"batches/{batch}/items.csv") == rows
         for name in ("mturk_input.csv", "items.csv", "items.json"):
             assert "IMG_" not in store.read_bytes(f"batches/{batch}/{name}").decode()
