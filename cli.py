@@ -100,15 +100,12 @@ StorageOpt = Annotated[
 
 
 def _storage_options(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
+    from audit.config import parse_storage_options
+
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _fail(f"--storage-options must be a JSON object: {exc.msg}") from None
-    if not isinstance(value, dict):
-        raise _fail(f"--storage-options must be a JSON object. Got {type(value).__name__}.")
-    return value
+        return parse_storage_options(text)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _has_manifest(url: str, so: dict[str, Any]) -> bool:

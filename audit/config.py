@@ -10,6 +10,7 @@ value and what is allowed, e.g.::
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import types
 from collections.abc import Iterable, Mapping
@@ -596,3 +597,20 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
             raise ConfigError(f"Config file {str(p)!r} is not valid YAML: {first}") from None
     return build_config(raw, overrides)
+
+
+def parse_storage_options(text: str | None, flag: str = "--storage-options") -> dict[str, Any]:
+    """A command-line JSON object of fsspec options (``'{"anon": true}'``); ``{}`` when empty.
+
+    Raises:
+        ConfigError: the text is not a JSON object; the message names ``flag``.
+    """
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{flag} must be a JSON object: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag} must be a JSON object. Got {type(value).__name__} instead.")
+    return value

@@ -222,19 +222,13 @@ class RunStore:
             name = f"part-{part:05d}"
         rel = f"{table}/{name}.parquet"
         full = self.path + "/" + rel
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                self.fs.makedirs(self.path + "/" + table, exist_ok=True)
-                with self.fs.open(full, "wb") as f:
-                    pq.write_table(arrow, f, compression="zstd")
-                break
-            except OSError as exc:
-                if attempt == WRITE_ATTEMPTS:
-                    raise OSError(
-                        f"writing {rel} of run {self.run_id!r} failed {WRITE_ATTEMPTS} times; "
-                        f"last error: {type(exc).__name__}: {exc}"
-                    ) from exc
-                time.sleep(WRITE_BACKOFF_S * 2 ** (attempt - 1))
+
+        def put() -> None:
+            self.fs.makedirs(self.path + "/" + table, exist_ok=True)
+            with self.fs.open(full, "wb") as f:
+                pq.write_table(arrow, f, compression="zstd")
+
+        self._retrying(f"writing {rel}", put)
         if record:
             self.record(table, rel, arrow.num_rows)
         return rel
@@ -288,21 +282,33 @@ class RunStore:
         :meth:`write`."""
         text = json.dumps(manifest, indent=2, sort_keys=False, default=str)
         full = self.path + "/" + MANIFEST
+
+        def put() -> None:
+            if isinstance(self.fs, LocalFileSystem):
+                tmp = f"{full}.{uuid.uuid4().hex}.tmp"
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(text)
+                os.replace(tmp, full)
+            else:
+                self.fs.pipe_file(full, text.encode("utf-8"))
+
+        self._retrying("writing the manifest", put)
+
+    def _retrying(self, what: str, put: Callable[[], None]) -> None:
+        """Run ``put`` up to :data:`WRITE_ATTEMPTS` times, backing off between tries.
+
+        Raises:
+            OSError: every try failed; names ``what``, the run and the last error.
+        """
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                if isinstance(self.fs, LocalFileSystem):
-                    tmp = f"{full}.{uuid.uuid4().hex}.tmp"
-                    with open(tmp, "w", encoding="utf-8") as f:
-                        f.write(text)
-                    os.replace(tmp, full)
-                else:
-                    self.fs.pipe_file(full, text.encode("utf-8"))
+                put()
                 return
             except OSError as exc:
                 if attempt == WRITE_ATTEMPTS:
                     raise OSError(
-                        f"writing the manifest of run {self.run_id!r} failed {WRITE_ATTEMPTS} "
-                        f"times; last error: {type(exc).__name__}: {exc}"
+                        f"{what} of run {self.run_id!r} failed {WRITE_ATTEMPTS} times; "
+                        f"last error: {type(exc).__name__}: {exc}"
                     ) from exc
                 time.sleep(WRITE_BACKOFF_S * 2 ** (attempt - 1))
 

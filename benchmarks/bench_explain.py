@@ -43,8 +43,10 @@ lime and Captum are benchmark-only dependencies (captum 0.9 installs without tou
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import os
+import resource
 import statistics
 import sys
 import time
@@ -82,11 +84,29 @@ def demo_image() -> np.ndarray:
     raise RuntimeError("no decodable demo image")
 
 
-def timed(fn: Callable[[int], object], m: int) -> tuple[float, float, object]:
-    """Wall-clock and process CPU seconds of ``fn(m)``, and its result."""
+def timed(fn: Callable[[int], object], m: int) -> tuple[float, float, int, object]:
+    """Wall-clock seconds, process CPU seconds and minor page faults of ``fn(m)``; its result."""
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn(m)
-    return time.perf_counter() - t0, time.process_time() - c0, out
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return wall, cpu, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0, out
+
+
+def keep_freed_memory() -> None:
+    """Make glibc keep freed memory in the heap for every method alike.
+
+    By default glibc gives a freed block of some MB back to the OS (heap trimming, mmap), so a
+    model whose forward allocates large temporaries (``AuditModel``'s normalisation: two
+    ``(b, 3, 224, 224)`` tensors) page-faults them in again on every batch, or not, depending on
+    what else sits on the heap: the same forward passes then cost up to twice as much in one
+    method as in another. ``M_TRIM_THRESHOLD`` 1 GiB and ``M_MMAP_THRESHOLD`` 32 MiB (glibc's
+    maximum) take that artefact out of every timing.
+    """
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (libc.mallopt(m_trim_threshold, 1 << 30) and libc.mallopt(m_mmap_threshold, 1 << 25)):
+        raise RuntimeError("mallopt refused M_TRIM_THRESHOLD / M_MMAP_THRESHOLD")
 
 
 def fmt(values: list[float]) -> str:
@@ -112,7 +132,15 @@ def main() -> None:
         default="250",
         help="comma-separated extra batch sizes for ours (250: the GPU default); '' for none",
     )
+    parser.add_argument(
+        "--malloc",
+        choices=("default", "keep"),
+        default="default",
+        help="glibc's default, or keep freed memory in the heap (keep_freed_memory)",
+    )
     args = parser.parse_args()
+    if args.malloc == "keep":
+        keep_freed_memory()
     from captum.attr import Lime
     from lime import lime_image
 
@@ -236,7 +264,7 @@ def main() -> None:
 
     print(
         f"{args.model}, 1 image, {d} quickshift super-pixels, class {cls}, n {n}, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads, malloc {args.malloc}"
     )
     for fn in methods.values():  # warm-up on a short run
         fn(min(n, 100))
@@ -245,14 +273,16 @@ def main() -> None:
     print(f"lime hands classifier_fn numpy batches of dtype {sorted(seen_dtypes)}")
     times: dict[str, list[float]] = {k: [] for k in methods}
     cpu_times: dict[str, list[float]] = {k: [] for k in methods}
+    faults: dict[str, list[int]] = {k: [] for k in methods}
     weights: dict[str, np.ndarray] = {}
     load = [os.getloadavg()]
     for r in range(args.repeats):
         order = list(methods) if r % 2 == 0 else list(reversed(methods))
         for name in order:
-            s, cpu, out = timed(methods[name], n)
+            s, cpu, flt, out = timed(methods[name], n)
             times[name].append(s)
             cpu_times[name].append(cpu)
+            faults[name].append(flt)
             if isinstance(out, np.ndarray):
                 weights[name] = out
     load.append(os.getloadavg())
@@ -264,13 +294,14 @@ def main() -> None:
     print()
     print(
         f"| method | s / explanation (median of {args.repeats}) | overhead (time / model alone) "
-        "| CPU s (all threads) | CPU overhead |"
+        "| CPU s (all threads) | CPU overhead | minor page faults |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for name, s in med.items():
         c = cpu_med[name]
         print(
-            f"| {name} | {s:.3f} | {s / floor:.2f} | {c:.3f} | {c / cpu_med['model alone']:.2f} |"
+            f"| {name} | {s:.3f} | {s / floor:.2f} | {c:.3f} | {c / cpu_med['model alone']:.2f} "
+            f"| {int(statistics.median(faults[name]))} |"
         )
     print()
     print("every repeat, s: " + "; ".join(f"{k}: {fmt(v)}" for k, v in times.items()))

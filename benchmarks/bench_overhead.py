@@ -11,11 +11,12 @@ pass plus M + 1 forward and M backward passes. The script checks that no image f
 (:func:`audit.stages.predict.predict` then :func:`audit.stages.attack.attack_columns`), the same
 batch size and torch threads, on the same crops decoded beforehand and held in memory. It prints
 
-- ``overhead = run_audit wall time / alone time`` (target on CPU with resnet18 on 500 images:
-  at most 1.25), and the same ratio without Ray's start-up (Ray Data's dataset span);
+- ``overhead = run_audit wall time / alone time``, medians over ``--repeats`` alternating
+  pairs (target on CPU with resnet18 on 500 images: at most 1.25), and the same ratio without
+  Ray's start-up (Ray Data's dataset span);
 - the model actor's busy fraction from Ray Data's stats.
 
-    .venv/bin/python benchmarks/bench_overhead.py --images 500 --max-steps 2
+    .venv/bin/python benchmarks/bench_overhead.py --images 500 --max-steps 1 --repeats 3
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -134,6 +136,7 @@ def main() -> int:
     parser.add_argument("--eps-step", type=float, default=1e-6)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--root", type=Path)
+    parser.add_argument("--repeats", type=int, default=1, help="alternating alone/pass pairs")
     args = parser.parse_args()
 
     root = args.root or default_root("imagenet")
@@ -145,12 +148,26 @@ def main() -> int:
     labels = np.array([(i - 1) % len(ids) for i in range(1, args.images + 1)], dtype=np.int64)
     load_before = load_average()
 
-    t_alone, steps_alone = alone(
-        args.model, images, labels, args.batch, args.eps_step, args.max_steps, args.threads
-    )
-    print(f"alone: {t_alone:.1f} s", flush=True)
-    t_ray, busy, steps_ray = ray_pass(args, root)
-    flipped = int((steps_alone != NEVER).sum()), int((steps_ray != NEVER).sum())
+    alones, passes, ratios = [], [], []
+    flipped = (0, 0)
+    for repeat in range(args.repeats):  # alternating, so a change of machine load hits both
+        t_alone, steps_alone = alone(
+            args.model, images, labels, args.batch, args.eps_step, args.max_steps, args.threads
+        )
+        t_ray, busy, steps_ray = ray_pass(args, root)
+        flipped = (
+            flipped[0] + int((steps_alone != NEVER).sum()),
+            flipped[1] + int((steps_ray != NEVER).sum()),
+        )
+        alones.append(t_alone)
+        passes.append(t_ray)
+        ratios.append(t_ray / t_alone)
+        print(
+            f"repeat {repeat + 1}: alone {t_alone:.1f} s, run_audit {t_ray:.1f} s, "
+            f"ratio {t_ray / t_alone:.3f}, load average {load_average()}",
+            flush=True,
+        )
+    t_alone, t_ray = statistics.median(alones), statistics.median(passes)
 
     passes = f"1 + {args.max_steps + 1} forward, {args.max_steps} backward per image"
     print(f"images: {args.images} ({args.model}, random weights, batch {args.batch}, {passes})")
@@ -165,6 +182,8 @@ def main() -> int:
         f"run_audit wall time:                    {t_ray:.1f} s, {args.images / t_ray:.2f} images/s"
     )
     print(f"overhead ratio (wall / alone):          {t_ray / t_alone:.3f}")
+    if args.repeats > 1:
+        print(f"median of the per-repeat ratios:        {statistics.median(ratios):.3f}")
     if "dataset_span_s" in busy:
         print(
             f"overhead without start-up (Ray Data span {busy['dataset_span_s']:.1f} s / alone): "

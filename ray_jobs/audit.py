@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from audit.config import ConfigError, load_config
@@ -67,6 +68,14 @@ def format_metrics(metrics: dict[str, float]) -> list[str]:
     return lines
 
 
+class Stopped(Exception):
+    """The job was asked to stop (SIGTERM)."""
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise Stopped("the job was stopped (SIGTERM); rerun the same run id to resume")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ray_jobs.audit", description=__doc__.splitlines()[0]
@@ -92,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     from audit.pipeline import run_audit
 
     start_ray(args.address)
+    # `audit-cli stop` / `ray job stop` send SIGTERM: turn it into an exception so the run
+    # records itself as failed ("stopped") in its manifest instead of staying "running".
+    signal.signal(signal.SIGTERM, _stopped)
     try:
         result = run_audit(cfg)
     except ConfigError as exc:

@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from conftest import free_port
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -49,12 +49,6 @@ class LocalCluster:
         if home is not None:
             env["HOME"] = home
         return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _processes() -> dict[int, tuple[int, str]]:

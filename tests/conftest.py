@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -88,3 +91,31 @@ def write_odd_and_broken(folder: Path) -> dict[str, str]:
 @pytest.fixture
 def rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def moto_s3(key: str, secret: str, bucket: str) -> Iterator[dict[str, Any]]:
+    """A real S3-compatible server (moto's server mode, as s3fs's own tests use) on 127.0.0.1
+    with one empty bucket; yields the fsspec storage options that reach it."""
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    options = {
+        "key": key,
+        "secret": secret,
+        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"},
+    }
+    try:
+        fsspec.filesystem("s3", **options).mkdir(bucket)
+        yield options
+    finally:
+        server.stop()

@@ -10,7 +10,6 @@ import io
 import json
 import re
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -22,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import moto_s3
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -610,29 +610,10 @@ def test_cli_errors_are_one_line(demo_run: str, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- object storage
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3() -> Iterator[dict[str, Any]]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    options = {
-        "key": "report-key",
-        "secret": "report-secret",
-        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "eu-west-1"},
-    }
-    try:
-        fsspec.filesystem("s3", **options).mkdir("reports")
+    with moto_s3("report-key", "report-secret", "reports") as options:
         yield options
-    finally:
-        server.stop()
 
 
 def test_report_from_and_to_s3(demo_run: str, s3: dict[str, Any]) -> None:

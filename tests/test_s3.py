@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import pytest
+from conftest import moto_s3
 from typer.testing import CliRunner
 
 from audit.config import ConfigError, build_config
@@ -27,31 +27,10 @@ CLASSES = ("digit_1", "digit_4", "digit_7")
 PER_CLASS = 6
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3() -> Iterator[dict[str, Any]]:
-    """A moto S3 server on 127.0.0.1 with one bucket; yields the fsspec storage options."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    options = {
-        "key": KEY,
-        "secret": SECRET,
-        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"},
-    }
-    try:
-        fs = fsspec.filesystem("s3", **options)
-        fs.mkdir(BUCKET)
+    with moto_s3(KEY, SECRET, BUCKET) as options:
         yield options
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

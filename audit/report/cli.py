@@ -6,32 +6,16 @@ it alone for tests.
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from audit.config import ConfigError
+from audit.config import ConfigError, parse_storage_options
 from audit.report.config import ReportConfig
 
 _D = ReportConfig()
 
 app = typer.Typer(add_completion=False)
-
-
-def _parse_options(text: str | None) -> dict[str, Any]:
-    """``--storage-options`` JSON -> dict; raises ConfigError with a one-line reason."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--storage-options must be a JSON object: {exc.msg}") from None
-    if not isinstance(value, dict):
-        raise ConfigError(
-            f"--storage-options must be a JSON object. Got {type(value).__name__} instead."
-        )
-    return value
 
 
 def report(
@@ -86,7 +70,7 @@ def report(
     from audit.report.build import make_report
 
     try:
-        options = _parse_options(storage_options)
+        options = parse_storage_options(storage_options)
         cfg = ReportConfig(
             examples=examples,
             adversarial_examples=adversarial_examples,
