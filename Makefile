@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test lint browser bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -c constraints-test.txt -e '.[test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
