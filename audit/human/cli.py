@@ -30,7 +30,6 @@ from audit.human.config import (
     Subset,
     TimeFilter,
 )
-from audit.human.export import export_study
 from audit.human.ingest import ingest_files
 from audit.human.mturk import ResultsError
 from audit.human.public import (
@@ -151,6 +150,8 @@ def export(
             show_class_names=class_names,
             image_base_url=image_base_url,
         )
+        from audit.human.export import export_study  # imports torch: only when exporting
+
         batches = export_study(run, cfg, output=output, overwrite=overwrite)
     except (ConfigError, StudyError) as exc:
         raise _fail(str(exc)) from None
