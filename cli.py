@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from audit.config import ConfigError, load_config
+from audit.config import AuditConfig, ConfigError, load_config
 
 app = typer.Typer(
     help="Audit ImageNet classifiers at scale on Ray (Stock & Cisse, ECCV 2018).",
@@ -25,6 +25,22 @@ app = typer.Typer(
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code=1)
+
+
+def _load(
+    config: Path | None, overrides: list[str] | None, output: str | None, run_id: str | None
+) -> AuditConfig:
+    """The validated config: the file, then ``--set`` overrides, then ``--output``/``--run-id``.
+
+    Raises:
+        ConfigError: with a one-line reason.
+    """
+    sets = list(overrides or [])
+    if output is not None:
+        sets.append(f"output.root={json.dumps(output)}")
+    if run_id is not None:
+        sets.append(f"output.run_id={json.dumps(run_id)}")
+    return load_config(config, sets)
 
 
 @app.command()
@@ -46,13 +62,8 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run the audit pass with a progress bar and print the error rates."""
-    sets = list(overrides or [])
-    if output is not None:
-        sets.append(f"output.root={json.dumps(output)}")
-    if run_id is not None:
-        sets.append(f"output.run_id={json.dumps(run_id)}")
     try:
-        cfg = load_config(config, sets)
+        cfg = _load(config, overrides, output, run_id)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
 
@@ -352,13 +363,8 @@ def submit(
     from audit.jobs import submit as submit_job
     from audit.pipeline import default_run_id
 
-    sets = list(overrides or [])
-    if output is not None:
-        sets.append(f"output.root={json.dumps(output)}")
-    if run_id is not None:
-        sets.append(f"output.run_id={json.dumps(run_id)}")
     try:
-        cfg = load_config(config, sets)
+        cfg = _load(config, overrides, output, run_id)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     rid = cfg.output.run_id or default_run_id(cfg.model.name)
