@@ -16,7 +16,7 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -193,8 +193,7 @@ class _Pass:
         ).hexdigest()
         self.done = 0  # images whose rows reached the driver in this attempt or were committed
         self.done_at_start = 0
-        self.predict_done = False
-        self.predict_finished: float | None = None
+        self.predict_finished: float | None = None  # when the last shard came back
         self.total = len(inputs)
         self.started = time.time()
         self.manifest: dict[str, Any] = {}
@@ -209,10 +208,14 @@ class _Pass:
         buf.seen.add((image_id, uri))
         return True
 
-    def _commit_ready(self) -> None:
-        for shard in [k for k, buf in self.shards.items() if len(buf.seen) == buf.expected]:
+    def _commit_ready(self, touched: Iterable[int]) -> None:
+        """Commit those of the ``touched`` shards whose every image has arrived."""
+        for shard in sorted({int(k) for k in touched}):
+            buf = self.shards.get(shard)
+            if buf is None or len(buf.seen) < buf.expected:
+                continue
             written = []
-            for table, parts in self.shards[shard].parts.items():
+            for table, parts in buf.parts.items():
                 if parts:
                     rows = pa.concat_tables(parts)
                     rel = self.store.write(table, rows, name=shard_file(shard), record=False)
@@ -312,7 +315,7 @@ class _Pass:
                 )
             if (good & here).any():
                 self._add_predictions(int(shard), {k: v[good & here] for k, v in batch.items()})
-        self._commit_ready()
+        self._commit_ready(shards[fresh])
 
     def _add_predictions(self, shard: int, b: dict[str, np.ndarray]) -> None:
         n = len(b["image_id"])
@@ -431,13 +434,13 @@ class _Pass:
             self.add_errors(
                 shard, [rec.image_id], [rec.uri], ["list"], [rec.error or "listing failed"]
             )
-        self._commit_ready()
+        self._commit_ready(self.shard_of[(r.image_id, r.uri)] for r in self.listing.errors)
 
     # --- manifest -----------------------------------------------------------------------
     def write_manifest(self, state: str, error: str | None = None) -> None:
         elapsed = (self.predict_finished or time.time()) - self.started
         predict_state = {"running": "running", "succeeded": "done", "failed": "failed"}[state]
-        if self.predict_done and state == "running":
+        if self.predict_finished is not None and state == "running":
             predict_state = "done"
         rate = (self.done - self.done_at_start) / elapsed if elapsed > 0 else 0.0
         m = self.manifest
@@ -813,7 +816,7 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
                 f"{len(state.shards)} shards incomplete after the pass: {missing} images "
                 "never came back from the model actors"
             )
-        state.predict_done, state.predict_finished = True, time.time()
+        state.predict_finished = time.time()
         run_criticism(state)
         metrics = state.counter.rows(model.classes)
         if state.attack_counter is not None:

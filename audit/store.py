@@ -3,7 +3,8 @@
 Layout of a run (``root`` is a local path or any fsspec URL)::
 
     <root>/<run_id>/manifest.json
-    <root>/<run_id>/<table>/part-00000.parquet, part-00001.parquet, ...
+    <root>/<run_id>/<table>/shard-00000.parquet, shard-00001.parquet, ...  (per-image tables)
+    <root>/<run_id>/<table>/all.parquet                                      (selections, metrics)
 
 Every table is written with the explicit schema below, so a table with no rows still has one
 (empty) file that readers can open. The schemas are a public contract: docs/tables.md documents
@@ -143,8 +144,9 @@ def run_url(root: str, run_id: str) -> str:
 class RunStore:
     """Writes one run's tables and manifest through fsspec.
 
-    Files are written under their final names (``part-NNNNN.parquet``, numbered per table in
-    write order) and recorded in the manifest after they are complete. The manifest is replaced
+    Files are written under their final names (a given name such as ``shard-00012``, else
+    ``part-NNNNN`` numbered per table in write order) and recorded in the manifest only after
+    they are complete. The manifest is replaced
     atomically on local disk (write then rename) and written in one PUT elsewhere.
 
     Args:

@@ -136,6 +136,17 @@ def _crop(ctx: _Context, run: RunData, pred: Mapping[str, Any] | None) -> np.nda
     return ctx.pictures.crop(pred["uri"], run.max_pixels)
 
 
+def _explanation_tile(
+    ctx: _Context, run: RunData, image_id: str, e: Mapping[str, Any], image: Any, k: int
+) -> h.Raw:
+    """An image with only its top-``k`` super-pixels of explanation ``e`` shown, captioned."""
+    return h.figure(
+        ctx.pictures.of_array(attention(image, e["segments"], e["top_features"], k)),
+        f"{image_id} {e['variant']} explanation",
+        [f"LIME for {run.classes.label(e['explained_class'])}", f"R2 {e['score']:.2f}"],
+    )
+
+
 def _pred_line(run: RunData, pred: Mapping[str, Any]) -> str:
     top, prob = pred["top5_classes"][0], pred["top5_probs"][0]
     return f"predicted: {run.classes.label(top)} ({prob:.2f})"
@@ -433,15 +444,9 @@ def _adversarial_examples(ctx: _Context, i: int, run: RunData) -> list[str]:
             )
         ]
         lime = explained.get(image_id, {})
+
         if "clean" in lime:
-            e = lime["clean"]
-            tiles.append(
-                h.figure(
-                    ctx.pictures.of_array(attention(clean, e["segments"], e["top_features"], k)),
-                    f"{image_id} clean explanation",
-                    [f"LIME for {run.classes.label(e['explained_class'])}", f"R2 {e['score']:.2f}"],
-                )
-            )
+            tiles.append(_explanation_tile(ctx, run, image_id, lime["clean"], clean, k))
         tiles.append(
             h.figure(
                 ctx.pictures.of_array(adv_img),
@@ -455,14 +460,7 @@ def _adversarial_examples(ctx: _Context, i: int, run: RunData) -> list[str]:
             )
         )
         if "adversarial" in lime:
-            e = lime["adversarial"]
-            tiles.append(
-                h.figure(
-                    ctx.pictures.of_array(attention(adv_img, e["segments"], e["top_features"], k)),
-                    f"{image_id} adversarial explanation",
-                    [f"LIME for {run.classes.label(e['explained_class'])}", f"R2 {e['score']:.2f}"],
-                )
-            )
+            tiles.append(_explanation_tile(ctx, run, image_id, lime["adversarial"], adv_img, k))
         out.append(h.Raw('<div class="row adv-example">' + "".join(tiles) + "</div>"))
     return out
 
