@@ -129,9 +129,26 @@ class AuditModel(nn.Module):
         """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"input must be (n, 3, H, W). Got shape {tuple(x.shape)} instead.")
-        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        out: Tensor = self.net(x)
+        out: Tensor = self.net(self.normalise(x))
         return out
+
+    def normalise(self, x: Tensor) -> Tensor:
+        """``(x - mean) / std`` per channel: what :meth:`forward` hands to ``net``.
+
+        Every element is computed on its own (one correctly rounded subtraction and division),
+        so normalising an image once and assembling a batch from it gives the same bits as
+        normalising the assembled batch; LIME relies on that to skip this step per batch.
+
+        Args:
+            x: ``(..., 3, H, W) float`` in ``[0, 1]``.
+
+        Returns:
+            A new tensor of ``x``'s shape and dtype.
+        """
+        mean, std = self.mean.to(x.dtype), self.std.to(x.dtype)
+        if x.ndim == 3:
+            mean, std = mean[0], std[0]
+        return (x - mean) / std
 
     def forward_with_embedding(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Logits and the penultimate embedding of the same forward pass.

@@ -10,6 +10,7 @@ from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.metrics import pairwise_distances
 from torch import nn
 
+from audit.models import AuditModel
 from audit.stages.explain import (
     Perturber,
     _gather_keep,
@@ -282,6 +283,59 @@ def test_explain_independent_of_batch_size(fill: str) -> None:
     assert runs[0].segments.dtype == np.int32
     other = explain(model, image, seg, 2, n_samples=120, num_features=4, seed=1, fill=fill)
     assert not np.array_equal(other.surrogate.weights, first.weights)
+
+
+class CallThrough(nn.Module):
+    """Runs an AuditModel through its own forward (so explain cannot fold its normalisation)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model(x)
+        return out
+
+
+def small_audit_model(seed: int) -> AuditModel:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 16), nn.Tanh(), nn.Linear(16, 4))
+    return AuditModel(net, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)).eval()
+
+
+@pytest.mark.parametrize("fill", ["zero", "mean", "blur"])
+def test_folded_normalisation_gives_the_same_bits(seed: int, fill: str) -> None:
+    # explain normalises an AuditModel's image and fill once and runs the bare net: the net must
+    # see exactly the batches AuditModel.forward would have normalised, for uint8 and float images.
+    model = small_audit_model(seed)
+    seg = grid_segments(3, 3, 4)
+    rng = np.random.default_rng(seed)
+    float_image = rng.random((12, 12, 3))
+    for image in (photo_like(seed), float_image):
+        folded = explain(
+            model, image, seg, 1, n_samples=90, num_features=4, batch_size=8, fill=fill
+        )
+        plain = explain(
+            CallThrough(model).eval(),
+            image,
+            seg,
+            1,
+            n_samples=90,
+            num_features=4,
+            batch_size=8,
+            fill=fill,
+        )
+        a, b = folded.surrogate, plain.surrogate
+        np.testing.assert_array_equal(a.weights, b.weights)
+        np.testing.assert_array_equal(a.top_features, b.top_features)
+        assert (a.intercept, a.score, a.local_pred) == (b.intercept, b.score, b.local_pred)
+    x = torch.from_numpy(float_image).float().permute(2, 0, 1).contiguous()
+    seg_t = torch.from_numpy(seg.astype(np.int64))
+    fill_t = fill_image(x, seg_t, fill)
+    masks = torch.from_numpy(sample_masks(9, 20, seed))
+    after = model.normalise(Perturber(x, seg_t, fill_t, 20)(masks))
+    before = Perturber(model.normalise(x), seg_t, model.normalise(fill_t), 20)(masks)
+    assert torch.equal(before, after)
 
 
 def test_explain_prob_target_is_softmax() -> None:
