@@ -170,8 +170,16 @@ class _Pass:
     flight, and a rerun redoes exactly those.
     """
 
-    def __init__(self, cfg: AuditConfig, run_id: str, model: LoadedModel, listing: Listing):
+    def __init__(
+        self,
+        cfg: AuditConfig,
+        run_id: str,
+        model: LoadedModel,
+        listing: Listing,
+        driver_only: str | None = None,
+    ):
         self.cfg = cfg
+        self.driver_only = driver_only
         self.run_id = run_id
         self.model = model
         self.listing = listing
@@ -267,8 +275,10 @@ class _Pass:
     def pending_items(self, flags: list[bool]) -> list[dict[str, Any]]:
         """The Ray Data input rows of the records in shards not committed yet.
 
-        Inputs on memory:// exist only in this process, so their bytes travel with the rows
-        (``data``); every other input is read by the decode tasks from its URI.
+        Inputs on memory:// exist only in this process, and the embedded demo set only on this
+        machine (``driver_only``: it is rendered into the driver's cache, which the other nodes
+        of a cluster do not have), so their bytes travel with the rows (``data``; the demo set
+        is about 1 MB). Every other input is read by the decode tasks from its URI.
         """
         items = []
         for r, flag in zip(self.listing.records, flags, strict=True):
@@ -282,7 +292,9 @@ class _Pass:
                 "explain": flag,
                 "shard": shard,
             }
-            if r.uri.startswith("memory://"):
+            if r.uri.startswith("memory://") or (
+                self.driver_only is not None and r.uri.startswith(self.driver_only)
+            ):
                 item["data"] = _driver_bytes(r.uri)
             items.append(item)
         return items
@@ -580,8 +592,8 @@ def run_criticism(state: _Pass) -> None:
 
 
 def _driver_bytes(uri: str) -> bytes:
-    """The bytes of a memory:// input, or b"" when they cannot be read (the decode task then
-    tries the URI itself and reports why it failed)."""
+    """The bytes of an input only the driver can read, or b"" when they cannot be read (the
+    decode task then tries the URI itself and reports why it failed)."""
     try:
         with fsspec.open(uri, "rb") as f:
             data: bytes = f.read()
@@ -726,7 +738,12 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
         int(ray.cluster_resources().get("GPU", 0)) if device == "cuda" else 1
     )
 
-    state = _Pass(dataclasses.replace(cfg, data=data), run_id, model, listing)
+    # the demo set is rendered into this machine's cache only: its bytes travel with the rows
+    driver_only = None
+    if cfg.data.is_demo:
+        fs, root = fsspec.core.url_to_fs(str(data.source))
+        driver_only = fs.unstrip_protocol(root).rstrip("/") + "/"
+    state = _Pass(dataclasses.replace(cfg, data=data), run_id, model, listing, driver_only)
     if previous is not None:
         changed = config_changes(previous.get("config", {}), state.cfg.to_dict())
         if changed:

@@ -117,13 +117,20 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, min_seconds: float) -> float:
-    """Best FLOP/s of ``n x n @ n x n`` products over timed rounds of at least ``min_seconds``."""
+def matmul_peak(
+    device: torch.device,
+    dtype: torch.dtype,
+    n: int,
+    min_seconds: float,
+    timer: Callable[[Callable[[], object], torch.device], float] = timed,
+) -> float:
+    """Best FLOP/s of ``n x n @ n x n`` products over three timed rounds of at least
+    ``min_seconds`` (``timer`` runs a function and returns its seconds: :func:`timed`)."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     torch.matmul(a, b)  # warm-up (cuBLAS handle, kernel selection)
-    single = timed(lambda: torch.matmul(a, b), device)
+    single = timer(lambda: torch.matmul(a, b), device)
     reps = max(1, int(min_seconds / max(single, 1e-6)))
     best = 0.0
     for _ in range(3):
@@ -132,7 +139,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, min_seconds: f
             for _ in range(reps):
                 torch.matmul(a, b)
 
-        best = max(best, 2.0 * n**3 * reps / timed(run, device))
+        best = max(best, 2.0 * n**3 * reps / timer(run, device))
     return best
 
 

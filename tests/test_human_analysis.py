@@ -234,3 +234,19 @@ def test_batches_without_answers_are_noted(run: str) -> None:
     store = HumanStore(run + "/human")
     tables, notes = analyze(store, read_table(run, "predictions"), AgreementRule())
     assert tables == {} and notes == ["batch misclassified-none: no answers ingested yet"]
+
+
+def test_batches_with_fewer_raters_than_k_are_noted(run: str) -> None:
+    export_study(run, ExportConfig(study=Study.MISCLASSIFIED, batch="three", raters_per_item=3))
+    store = HumanStore(run + "/human")
+    items = [r["item_id"] for r in items_of(store, "misclassified-three")]
+    text = simulate(store, "misclassified-three", {i: ["yes"] * 3 for i in items}, noise=False)
+    ingest_files(store, "misclassified-three", [("r.csv", text)], TimeFilter())
+    tables, notes = analyze(store, read_table(run, "predictions"), AgreementRule())
+    assert notes == [
+        "batch misclassified-three: asked 3 raters per item, fewer than the rule's k=4, so no "
+        "item of it can count as rectified"
+    ]
+    assert tables[TABLE1].column("rectified_images").to_pylist() == [0]
+    tables, notes = analyze(store, read_table(run, "predictions"), AgreementRule(k=3, n=3))
+    assert notes == [] and tables[TABLE1].column("rectified_images").to_pylist() == [len(items)]

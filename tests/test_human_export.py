@@ -21,10 +21,10 @@ from audit.data.decode import load_image
 from audit.data.demo import DIGIT_CLASSES
 from audit.data.segments import encode_segments
 from audit.human.config import ASSIGNMENT_CONDITIONS, ExportConfig, Shown, Study, Subset
-from audit.human.export import export_study
+from audit.human.export import export_salt, export_study
 from audit.human.render import decode_png, image_name, png_bytes
 from audit.human.storage import HumanStore
-from audit.human.studies import StudyError, misclassified_items
+from audit.human.studies import ImageRef, StudyError, adversarial_candidates, misclassified_items
 from audit.stages.explain import attention_image
 from audit.store import RunStore, read_table
 
@@ -220,15 +220,13 @@ def test_misclassified_top1_items_are_the_top1_errors(run: str) -> None:
         name = DIGIT_CLASSES.names[k["shown_classes"][0]]
         assert r["question"] == f"Is the class '{name}' relevant for this image?"
         # The image is the evaluation crop of the input, under an opaque name.
-        assert r["image_url"].endswith(image_name(RUN_ID, _crop(k["image_id"])))
-        png = store.read_bytes("images/" + image_name(RUN_ID, _crop(k["image_id"])))
+        assert r["image_url"].endswith(image_name(export_salt(store), _crop(k["image_id"]), 8))
+        png = store.read_bytes("images/" + image_name(export_salt(store), _crop(k["image_id"]), 8))
         uri = read_table(run, "predictions").to_pandas().set_index("image_id").uri[k["image_id"]]
         np.testing.assert_array_equal(decode_png(png), load_image(uri, DEFAULT_MAX_PIXELS))
 
 
-def _crop(iid: str):  # type: ignore[no-untyped-def]
-    from audit.human.studies import ImageRef
-
+def _crop(iid: str) -> ImageRef:
     return ImageRef("crop", iid)
 
 
@@ -320,10 +318,11 @@ def test_adversarial_writes_two_batches_with_explanations(run: str) -> None:
             assert k["adv_class"] == (c + 2) % N_CLASSES
             assert rows[k["item_id"]]["question"] == DIGIT_CLASSES.names[(c + 2) % N_CLASSES] + "?"
             kind = "adversarial" if cond == "whole" else "explanation"
-            from audit.human.studies import ImageRef
 
             png = decode_png(
-                store.read_bytes("images/" + image_name(RUN_ID, ImageRef(kind, k["image_id"])))
+                store.read_bytes(
+                    "images/" + image_name(export_salt(store), ImageRef(kind, k["image_id"]), 8)
+                )
             )
             original = decode_png(adv.image_png[k["image_id"]])
             if cond == "whole":
@@ -360,10 +359,9 @@ def test_assignment_questions(run: str) -> None:
         assert k["target_image_id"] not in k["slot_images"][k["correct_slot"] - 1]
         row = rows[k["item_id"]]
         assert row["slot1_name"] == ""  # class names hidden by default
-        from audit.human.studies import ImageRef
 
         assert row["target_url"].endswith(
-            image_name(RUN_ID, ImageRef("crop", k["target_image_id"]))
+            image_name(export_salt(store), ImageRef("crop", k["target_image_id"]), 8)
         )
 
 
@@ -427,3 +425,73 @@ def test_no_errors_is_a_clear_error() -> None:
     )
     with pytest.raises(StudyError, match="nothing to ask"):
         misclassified_items(table, DIGIT_CLASSES, ExportConfig(study=Study.MISCLASSIFIED))
+
+
+def test_top5_shown_only_for_top5_errors() -> None:
+    # a top-1 error's top 5 can hold its label: showing it would ask raters about the label
+    with pytest.raises(ConfigError, match="'shown' parameter of ExportConfig may be 'top5' only"):
+        ExportConfig(study=Study.MISCLASSIFIED, subset=Subset.TOP1_ERRORS, shown=Shown.TOP5)
+    ExportConfig(study=Study.MISCLASSIFIED, subset=Subset.TOP5_ERRORS, shown=Shown.TOP1)
+
+
+def test_adversarial_never_asks_about_the_label() -> None:
+    import pyarrow as pa
+
+    png = png_bytes(np.zeros((4, 4, 3), dtype=np.uint8))
+    adv = pa.table(
+        {
+            "image_id": ["a", "b", "c"],
+            "label": [3, 3, None],
+            "steps_to_flip": [1, 1, 1],
+            "adv_class": [3, 5, 3],  # "a" was misclassified and the attack flipped it to its label
+            "stored_flips": [True, True, True],
+            "image_png": [png, png, png],
+        }
+    )
+    expl = pa.table(
+        {
+            "image_id": ["a", "b", "c"],
+            "variant": ["adversarial"] * 3,
+            "explained_class": [3, 5, 3],
+            "segments": [b""] * 3,
+            "top_features": [[0]] * 3,
+        }
+    )
+    assert [c["image_id"] for c in adversarial_candidates(adv, expl)] == ["b", "c"]
+
+
+def test_overwrite_drops_the_old_answers(run: str) -> None:
+    from audit.human.config import TimeFilter
+    from audit.human.ingest import ingest_files
+
+    cfg = ExportConfig(study=Study.MISCLASSIFIED, batch="ow")
+    export_study(run, cfg)
+    store = HumanStore(run + "/human")
+    rows = read_csv(store, "batches/misclassified-ow/mturk_input.csv")
+    text = "\n".join(
+        ["WorkerId,AssignmentId,HITId,WorkTimeInSeconds,Input.item_id,Answer.relevant"]
+        + [f"W1,A{i},H{i},60,{r['item_id']},yes" for i, r in enumerate(rows)]
+    )
+    ingest_files(store, "misclassified-ow", [("results.csv", text)], TimeFilter())
+    assert store.exists("answers/misclassified-ow/answers.parquet")
+    export_study(run, ExportConfig(study=Study.MISCLASSIFIED, batch="ow", seed=5), overwrite=True)
+    assert not store.exists("answers/misclassified-ow")
+
+
+def test_image_names_are_salted_and_explanations_name_their_k(run: str, tmp_path: Path) -> None:
+    # the names cannot be recomputed from the run id and a guessed image id, and an explanation
+    # shown with fewer super-pixels is another file, not the cached one
+    out = str(tmp_path / "second")
+    export_study(run, ExportConfig(study=Study.ADVERSARIAL, batch="k8"))
+    export_study(run, ExportConfig(study=Study.ADVERSARIAL, batch="k8"), output=out)
+    first, second = HumanStore(run + "/human"), HumanStore(out)
+    ref = ImageRef("explanation", image_id(0, 0))
+    assert export_salt(first) != export_salt(second)
+    assert image_name(export_salt(first), ref, 8) != image_name(export_salt(second), ref, 8)
+    export_study(run, ExportConfig(study=Study.ADVERSARIAL, batch="k2", explanation_features=2))
+    k8 = decode_png(first.read_bytes("images/" + image_name(export_salt(first), ref, 8)))
+    k2 = decode_png(first.read_bytes("images/" + image_name(export_salt(first), ref, 2)))
+    # top features 0..7 of a 4x4 grid of 56 px cells: 8 cells are two rows, 2 cells half a row
+    assert (k8[:112] != 0).any(axis=2).mean() > 0.9 and (k8[112:] == 0).all()
+    assert (k2[:56, :112] != 0).any(axis=2).mean() > 0.9
+    assert (k2[56:] == 0).all() and (k2[:, 112:] == 0).all()

@@ -271,3 +271,35 @@ def test_unknown_batch(batch: tuple[HumanStore, list[dict[str, str]]]) -> None:
     store, _ = batch
     with pytest.raises(StudyError, match=r"no batch 'nope'.*misclassified-b"):
         ingest_files(store, "nope", [], TimeFilter())
+
+
+def test_results_of_another_batch_are_refused(tmp_path: Path) -> None:
+    # The two adversarial batches share item ids and answers but show the items' images in
+    # other orders: results of one ingested into the other must stop, naming the row.
+    run = make_run(tmp_path / "out")
+    export_study(run, ExportConfig(study=Study.ADVERSARIAL, batch="p"))
+    store = HumanStore(run + "/human")
+    whole = list(
+        csv.DictReader(
+            io.StringIO(store.read_bytes("batches/adversarial-p-whole/mturk_input.csv").decode())
+        )
+    )
+    text = results_csv(
+        whole, [{"relevant": "yes"}] * len(whole), [{"worker": f"W{i}"} for i in range(len(whole))]
+    )
+    report = ingest_files(store, "adversarial-p-whole", [("whole.csv", text)], TimeFilter())
+    assert report.statuses["kept"] == len(whole)
+    explanation = {
+        r["item_id"]: r
+        for r in csv.DictReader(
+            io.StringIO(
+                store.read_bytes("batches/adversarial-p-explanation/mturk_input.csv").decode()
+            )
+        )
+    }
+    first = next(i for i, r in enumerate(whole) if explanation[r["item_id"]] != r)
+    with pytest.raises(
+        ResultsError,
+        match=rf"whole.csv: row {first + 1} .*Input\.\w+ is .*adversarial-p-explanation showed",
+    ):
+        ingest_files(store, "adversarial-p-explanation", [("whole.csv", text)], TimeFilter())

@@ -362,3 +362,40 @@ def test_explain_which_images(which: str, tmp_path: Path, monkeypatch: pytest.Mo
         explained += bool(variants)
     if which != "misclassified":  # the demo model gets almost everything right
         assert explained > 0
+
+
+def test_demo_bytes_travel_with_the_rows(
+    tmp_path: Path, ray_local: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The demo set is rendered into the driver's cache, which a cluster's other nodes do not
+    # have: its bytes must travel with the rows. Moving the folder away as soon as the rows are
+    # built leaves the decode tasks nothing to read from the URIs.
+    from audit import pipeline
+
+    monkeypatch.setenv("AUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    original = pipeline._Pass.pending_items
+    moved: list[Path] = []
+
+    def pending_then_move(self: pipeline._Pass, flags: list[bool]) -> list:
+        items = original(self, flags)
+        folder = Path(str(self.cfg.data.source))
+        folder.rename(folder.with_name(folder.name + ".away"))
+        moved.append(folder)
+        return items
+
+    monkeypatch.setattr(pipeline._Pass, "pending_items", pending_then_move)
+    cfg = build_config(
+        {
+            "data": {"limit": 40},
+            "attack": {"enabled": False},
+            "explain": {"enabled": False},
+            "output": {"root": str(tmp_path / "out"), "run_id": "away"},
+        }
+    )
+    run_audit(cfg)
+    run = str(tmp_path / "out" / "away")
+    assert moved and not moved[0].exists()
+    assert read_table(run, "errors").num_rows == 0
+    preds = read_table(run, "predictions")
+    assert preds.num_rows == 40
+    assert all(u.startswith(moved[0].as_uri()) for u in preds.column("uri").to_pylist())

@@ -626,3 +626,24 @@ def test_report_from_and_to_s3(demo_run: str, s3: dict[str, Any]) -> None:
     text = fs.cat_file("reports/runs/demo/report/index.html").decode("utf-8")
     assert text == report.html and "misclassified" in report.sections
     assert "report-secret" not in text
+
+
+def test_pictures_read_crops_as_the_run_decoded_them(tmp_path: Path) -> None:
+    # a run with data.jpeg_draft decoded large JPEGs in draft mode: the report shows that crop,
+    # and a stray unreadable figure becomes a placeholder, not a crash
+    from audit.data.decode import decode_image
+    from audit.report.images import ImageBudget, Pictures
+
+    rng = np.random.default_rng(0)
+    big = np.repeat(np.repeat(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8), 10, 0), 10, 1)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(big).save(path, quality=90)
+    data = path.read_bytes()
+    exact, draft = decode_image(data, 10**8), decode_image(data, 10**8, draft=True)
+    assert not np.array_equal(exact, draft)
+    pictures = Pictures(ImageBudget(10, 10**7), thumb_size=96, quality=80)
+    assert np.array_equal(pictures.crop(str(path), 10**8, draft=True), draft)
+    assert np.array_equal(pictures.crop(str(path), 10**8), exact)
+    assert np.array_equal(pictures.crop(str(path), 10**8, draft=True), draft)  # cached per mode
+    bad = pictures.of_png(b"not a png")
+    assert bad.uri is None and bad.note.startswith("figure unreadable (UnidentifiedImageError")

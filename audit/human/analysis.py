@@ -290,6 +290,11 @@ def analyze(
             notes.append(f"batch {name}: no answers ingested yet")
             continue
         meta, key = load_batch(store, name)
+        if int(meta["raters_per_item"]) < rule.k:
+            notes.append(
+                f"batch {name}: asked {meta['raters_per_item']} raters per item, fewer than "
+                f"the rule's k={rule.k}, so no item of it can count as rectified"
+            )
         by_study[meta["study"]].append((meta, key, store.read_parquet(answers_rel)))
     tables: dict[str, pa.Table] = {}
     if by_study.get("misclassified"):

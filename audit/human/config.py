@@ -75,7 +75,8 @@ class ExportConfig:
         max_items: Keep a seeded random sample of at most this many items (misclassified and
             adversarial studies); ``None`` keeps all.
         subset: Misclassified study: top-1 or top-5 errors.
-        shown: Misclassified study: show the top-1 or the top-5 predicted classes.
+        shown: Misclassified study: show the top-1 or the top-5 predicted classes (top 5 only
+            with ``subset`` top-5 errors, whose top 5 never holds the label).
         explanation_features: Adversarial study: super-pixels visible in the explanation image.
         conditions: Assignment study: names from ``ASSIGNMENT_CONDITIONS``.
         questions_per_condition: Assignment study: questions drawn per condition.
@@ -125,6 +126,12 @@ class ExportConfig:
                 f"{sorted(ASSIGNMENT_CONDITIONS)}. Got {list(conditions)} instead."
             )
         object.__setattr__(self, "conditions", conditions)
+        if self.shown is Shown.TOP5 and self.subset is not Subset.TOP5_ERRORS:
+            raise ConfigError(
+                f"The 'shown' parameter of {owner} may be 'top5' only with subset "
+                f"'top5_errors': a top-1 error's top 5 can hold its ground-truth label, which "
+                f"raters must not be shown. Got subset {self.subset.value!r} instead."
+            )
         if self.question is not None and not self.question.strip():
             raise ConfigError(f"The 'question' parameter of {owner} must not be empty.")
 

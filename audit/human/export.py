@@ -10,7 +10,8 @@ A batch folder ``<human>/batches/<study>-<batch>/`` holds:
 * ``batch.json``: the study, its settings, counts and the form field answers come back in;
 * ``README.txt``: what to upload, how many raters, and study-specific instructions.
 
-Images go to ``<human>/images/<kind>/<hash>.png`` once and are shared by batches.
+Images go to ``<human>/images/<kind>/<hash>.png`` once and are shared by batches; the hash is
+salted with the secret in ``<human>/export-salt.txt`` (never upload it).
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ import csv
 import dataclasses
 import io
 import json
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from audit.config import DEFAULT_MAX_PIXELS
 from audit.data.classes import ClassIndex, imagenet_classes
 from audit.human.config import ExportConfig, Study
 from audit.human.mturk import write_input_csv
 from audit.human.render import Renderer, image_name
-from audit.human.storage import BATCHES, IMAGES, HumanStore, human_root, read_columns
+from audit.human.storage import ANSWERS, BATCHES, IMAGES, HumanStore, human_root, read_columns
 from audit.human.studies import (
     Item,
     StudyError,
@@ -194,6 +197,16 @@ def _write_batch(
     return store.url(folder)
 
 
+SALT_FILE = "export-salt.txt"
+
+
+def export_salt(store: HumanStore) -> str:
+    """The human folder's secret that salts image names, created on the first export."""
+    if not store.exists(SALT_FILE):
+        store.write_text(SALT_FILE, secrets.token_hex(16) + "\n")
+    return store.read_bytes(SALT_FILE).decode("utf-8").strip()
+
+
 def _asdict(cfg: ExportConfig) -> dict[str, Any]:
     out = dataclasses.asdict(cfg)
     out["conditions"] = list(cfg.conditions)
@@ -271,10 +284,13 @@ def export_study(
                 f"batch {store.url(f'{BATCHES}/{name}')} exists: choose another batch name or "
                 "pass overwrite"
             )
+    data_cfg = manifest.get("config", {}).get("data", {})
     renderer = Renderer(
         uris,
         explanation_features=cfg.explanation_features,
         storage_options=storage_options,
+        max_pixels=int(data_cfg.get("max_pixels") or DEFAULT_MAX_PIXELS),
+        draft=bool(data_cfg.get("jpeg_draft")),
         **renderer_kw,
     )
     refs = {
@@ -285,19 +301,22 @@ def export_study(
     }
     urls: dict[tuple[str, str], str] = {}
     written = 0
+    salt = export_salt(store)
     for key, ref in sorted(refs.items()):
-        rel = f"{IMAGES}/{image_name(run_id, ref)}"
+        image = image_name(salt, ref, cfg.explanation_features)
+        rel = f"{IMAGES}/{image}"
         if not store.exists(rel):
             store.write_bytes(rel, renderer.render(ref))
             written += 1
         if cfg.image_base_url:
-            urls[key] = cfg.image_base_url.rstrip("/") + "/" + image_name(run_id, ref)
+            urls[key] = cfg.image_base_url.rstrip("/") + "/" + image
         else:
             urls[key] = store.url(rel)
     out = []
     for name, items, condition, kind in batches:
-        if overwrite:
+        if overwrite:  # the old batch's answers refer to its items, not to the new ones
             store.remove(f"{BATCHES}/{name}")
+            store.remove(f"{ANSWERS}/{name}")
         html = (
             template("yes_no.html")
             if kind == "yes_no"

@@ -111,6 +111,7 @@ def classify(
     batch: Mapping[str, Any],
     item_ids: set[str],
     time_filter: TimeFilter,
+    shown: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Give every results row a status (module docstring) and its normalised answer.
 
@@ -119,13 +120,18 @@ def classify(
         batch: The batch's ``batch.json``.
         item_ids: The batch's item ids.
         time_filter: Which work times count.
+        shown: item_id -> the batch's rater-facing row (``items.json``). Every ``Input.<column>``
+            a results row echoes must equal that row's value: item ids repeat across batches
+            (``q00001``, ...), so this is what tells results of another batch, or of an earlier
+            export of this one, from results of this batch.
 
     Returns:
         One dict per row with the columns of ``ANSWERS_SCHEMA``.
 
     Raises:
-        ResultsError: A row has no ``Input.item_id``, an unknown one, or an answer that is not
-            allowed; or the file has no column for the answer at all.
+        ResultsError: A row has no ``Input.item_id``, an unknown one, an ``Input.*`` value that
+            differs from what the batch showed, or an answer that is not allowed; or the file has
+            no column for the answer at all.
     """
     field = str(batch["answer_field"])
     allowed = [str(v) for v in batch["answer_values"]]
@@ -143,6 +149,14 @@ def classify(
             raise ResultsError(
                 f"{where}: Input.item_id {item_id!r} is not an item of {batch['name']}"
             )
+        expected = (shown or {}).get(item_id, {})
+        for column, value in a.inputs.items():
+            if column in expected and value != str(expected[column]):
+                raise ResultsError(
+                    f"{where}: Input.{column} is {value!r}, but item {item_id} of "
+                    f"{batch['name']} showed {str(expected[column])!r}: these results belong "
+                    "to another batch or to an earlier export of this one"
+                )
         raw = answer_value(a.answers, field)
         if raw is None and set(a.answers) == {"answer"}:  # a plain answers file
             raw = a.answers["answer"].strip()
@@ -218,7 +232,8 @@ def ingest_files(
     for name, text in files:
         rows += read_plain(text, name) if plain else read_results(text, name)
     item_ids = {str(k["item_id"]) for k in key}
-    records = classify(rows, batch, item_ids, time_filter)
+    shown = {str(r["item_id"]): r for r in store.read_json(f"{BATCHES}/{batch_name}/items.json")}
+    records = classify(rows, batch, item_ids, time_filter, shown)
     table = pa.Table.from_pylist(records, schema=ANSWERS_SCHEMA)
     folder = f"{ANSWERS}/{batch_name}"
     store.write_parquet(f"{folder}/answers.parquet", table)

@@ -5,8 +5,10 @@
 * ``explanation``: the adversarial image with only its top-K LIME super-pixels visible
   (``audit.stages.explain.attention_image`` on the adversarial explanation's segments).
 
-A file name is a hash of the run id, the kind and the image id, so it does not give away the
-image's file name, class folder or condition.
+A file name is a hash of a secret salt (kept in the human folder's ``export-salt.txt``, next
+to the private keys, never in ``images/``), the kind and the image id, so it gives away neither
+the image's file name (from which a public label list would give its ground truth), nor its class
+folder or condition. An explanation's name also includes how many super-pixels it shows.
 """
 
 from __future__ import annotations
@@ -26,10 +28,18 @@ from audit.human.studies import ImageRef, StudyError
 from audit.stages.explain import attention_image
 
 
-def image_name(run_id: str, ref: ImageRef) -> str:
-    """``<kind>/<20 hex digits>.png``: the image's path under the ``images`` folder."""
-    digest = hashlib.sha256(f"{run_id}/{ref.kind}/{ref.image_id}".encode()).hexdigest()[:20]
-    return f"{ref.kind}/{digest}.png"
+def image_name(salt: str, ref: ImageRef, explanation_features: int) -> str:
+    """``<kind>/<32 hex digits>.png``: the image's path under the ``images`` folder.
+
+    Args:
+        salt: The human folder's secret (:func:`audit.human.export.export_salt`).
+        ref: The image.
+        explanation_features: Super-pixels an explanation shows (part of its name only, so an
+            explanation rendered with another count is a different file).
+    """
+    shown = f"/{explanation_features}" if ref.kind == "explanation" else ""
+    digest = hashlib.sha256(f"{salt}/{ref.kind}{shown}/{ref.image_id}".encode()).hexdigest()
+    return f"{ref.kind}/{digest[:32]}.png"
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -55,6 +65,8 @@ class Renderer:
             adversarial image.
         explanation_features: Super-pixels an explanation image shows.
         storage_options: fsspec options for reading the inputs.
+        max_pixels: The run's ``data.max_pixels``.
+        draft: The run's ``data.jpeg_draft``, so that a crop is the one the model saw.
     """
 
     def __init__(
@@ -64,8 +76,12 @@ class Renderer:
         explanations: Mapping[str, Mapping[str, Any]] | None = None,
         explanation_features: int = 8,
         storage_options: Mapping[str, Any] | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        draft: bool = False,
     ) -> None:
         self.uris = uris
+        self.max_pixels = max_pixels
+        self.draft = draft
         self.adversarial = adversarial or {}
         self.explanations = explanations or {}
         self.k = explanation_features
@@ -82,7 +98,9 @@ class Renderer:
             if uri is None:
                 raise StudyError(f"image {ref.image_id!r} is not in the predictions table")
             try:
-                return png_bytes(load_image(uri, DEFAULT_MAX_PIXELS, self.storage_options))
+                return png_bytes(
+                    load_image(uri, self.max_pixels, self.storage_options, draft=self.draft)
+                )
             except ImageLoadError as exc:
                 raise StudyError(f"cannot render {uri}: {exc}") from None
         row = self.adversarial.get(ref.image_id)

@@ -114,8 +114,10 @@ def adversarial_candidates(adversarial: pa.Table, explanations: pa.Table) -> lis
 
     An image qualifies when the attack flipped it (``steps_to_flip >= 1``), its adversarial image
     was stored (``image_png``, ``attack.keep_images``) and still flips after rounding
-    (``stored_flips`` not false), and the run explained the adversarial image for its
-    adversarial class (``variant == 'adversarial'``).
+    (``stored_flips`` not false), its adversarial class is not its ground-truth label (an
+    attack on a misclassified image can flip it to the label, and raters must never be asked
+    about the label), and the run explained the adversarial image for its adversarial class
+    (``variant == 'adversarial'``).
 
     Returns:
         Adversarial rows (dicts) with the explanation row under ``"explanation"``, by image id.
@@ -129,6 +131,8 @@ def adversarial_candidates(adversarial: pa.Table, explanations: pa.Table) -> lis
     for row in _rows(adversarial):
         steps = row["steps_to_flip"]
         if steps is None or steps < 1 or row["image_png"] is None or row["stored_flips"] is False:
+            continue
+        if row["label"] is not None and int(row["adv_class"]) == int(row["label"]):
             continue
         e = expl.get((row["image_id"], int(row["adv_class"])))
         if e is not None:

@@ -133,7 +133,7 @@ def _metrics_by_scope(run: RunData) -> dict[str, dict[str, tuple[float, int]]]:
 def _crop(ctx: _Context, run: RunData, pred: Mapping[str, Any] | None) -> np.ndarray | str:
     if pred is None:
         return "image not in the predictions table"
-    return ctx.pictures.crop(pred["uri"], run.max_pixels)
+    return ctx.pictures.crop(pred["uri"], run.max_pixels, run.jpeg_draft)
 
 
 def _explanation_tile(
@@ -762,7 +762,7 @@ def _pairs(ctx: _Context, pairs: Sequence[Pair]) -> str:
         for image_id in (pair.image_a, pair.image_b):
             owner = next((j for j, p in enumerate(preds) if image_id in p), None)
             if owner is None:
-                pic = ctx.pictures.of_array(f"{image_id}: not in the run(s)")
+                pic = ctx.pictures.of_array(f"{image_id}: no prediction in the run(s)")
             else:
                 pic = ctx.pictures.of_array(_crop(ctx, ctx.runs[owner], preds[owner][image_id]))
             label = preds[owner][image_id]["label"] if owner is not None else None

@@ -106,6 +106,11 @@ class RunData:
         value = self.manifest.get("config", {}).get("data", {}).get("max_pixels")
         return int(value) if isinstance(value, int) else 89_478_485
 
+    @property
+    def jpeg_draft(self) -> bool:
+        """Whether the run decoded large JPEGs in draft mode (``data.jpeg_draft``)."""
+        return bool(self.manifest.get("config", {}).get("data", {}).get("jpeg_draft"))
+
 
 def class_names(manifest: Mapping[str, Any], selections: pa.Table | None = None) -> ClassNames:
     """The class list a run's model used, named by ``manifest['model']['classes']``.

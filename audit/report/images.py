@@ -112,19 +112,21 @@ class Pictures:
         self.quality = quality
         self.storage_options = dict(storage_options or {})
         self.cache_size = cache_size
-        self._crops: OrderedDict[str, np.ndarray | str] = OrderedDict()
+        self._crops: OrderedDict[tuple[str, int, bool], np.ndarray | str] = OrderedDict()
 
-    def crop(self, uri: str, max_pixels: int) -> np.ndarray | str:
-        """The 224x224 evaluation crop of the image at ``uri``, or a one-line reason why not."""
-        if uri in self._crops:
-            self._crops.move_to_end(uri)
-            return self._crops[uri]
+    def crop(self, uri: str, max_pixels: int, draft: bool = False) -> np.ndarray | str:
+        """The 224x224 evaluation crop of the image at ``uri`` as the run decoded it (``draft``:
+        its ``data.jpeg_draft``), or a one-line reason why not."""
+        key = (uri, max_pixels, draft)
+        if key in self._crops:
+            self._crops.move_to_end(key)
+            return self._crops[key]
         result: np.ndarray | str
         try:
-            result = load_image(uri, max_pixels, self.storage_options)
+            result = load_image(uri, max_pixels, self.storage_options, draft=draft)
         except ImageLoadError as exc:
             result = f"image unavailable ({exc.stage}: {exc.reason})"
-        self._crops[uri] = result
+        self._crops[key] = result
         if len(self._crops) > self.cache_size:
             self._crops.popitem(last=False)
         return result
@@ -137,9 +139,12 @@ class Pictures:
         return self.budget.embed(data, "image/jpeg", w, h)
 
     def of_png(self, data: bytes, mime: str = "image/png") -> Picture:
-        """Embed an already encoded image (a plot) as it is."""
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
+        """Embed an already encoded image (a plot) as it is, or a placeholder saying why not."""
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            return Picture(None, f"figure unreadable ({type(exc).__name__}: {exc})")
         return self.budget.embed(data, mime, w, h)
 
 
