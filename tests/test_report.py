@@ -647,3 +647,24 @@ def test_pictures_read_crops_as_the_run_decoded_them(tmp_path: Path) -> None:
     assert np.array_equal(pictures.crop(str(path), 10**8, draft=True), draft)  # cached per mode
     bad = pictures.of_png(b"not a png")
     assert bad.uri is None and bad.note.startswith("figure unreadable (UnidentifiedImageError")
+
+
+def test_a_run_without_a_sections_data_is_named_there(demo_run: str, tmp_path: Path) -> None:
+    # two runs, the second without adversarial rows or explanations: the sections the first
+    # run fills say that the second has none, instead of leaving it out silently
+    dst = tmp_path / "no-attack"
+    shutil.copytree(demo_run, dst)
+    for table in ("adversarial", "explanations"):
+        for path in (dst / table).glob("*.parquet"):
+            pq.write_table(pq.read_table(path).slice(0, 0), path)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["run_id"] = "no-attack"
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    cfg = ReportConfig(examples=2, adversarial_examples=2, paths=1, max_classes=1)
+    _, report = make_report([demo_run, str(dst)], str(tmp_path / "r.html"), cfg)
+    root = dom(report.html)
+    adversarial = root.one("section", id="adversarial").text()
+    assert "demo_digits (no-attack): no adversarial rows (attack disabled?)." in adversarial
+    paths = root.one("section", id="paths").text()
+    assert "demo_digits (no-attack): no clean explanation." in paths
+    assert "demo_digits (demo): no" not in adversarial + paths

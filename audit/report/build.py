@@ -288,10 +288,12 @@ def _accuracy(ctx: _Context) -> str:
 
 def _misclassified(ctx: _Context) -> str | None:
     body: list[str] = []
+    missing: list[str] = []  # runs without any, named when another run has some
     for i, run in enumerate(ctx.runs):
         preds = ctx.preds(run)
         wrong = sorted(k for k, p in preds.items() if p["correct_top1"] is False)
         if not wrong:
+            missing.append(h.para(f"{run.title}: no misclassified labeled image."))
             continue
         shown = _sample(wrong, ctx.cfg.examples, ctx.rng("misclassified", i))
         tiles = []
@@ -316,7 +318,7 @@ def _misclassified(ctx: _Context) -> str | None:
         body.append(h.grid(tiles))
     if not body:
         return None
-    return h.section("misclassified", SECTION_TITLES["misclassified"], body)
+    return h.section("misclassified", SECTION_TITLES["misclassified"], [*missing, *body])
 
 
 # ---------------------------------------------------------------- adversarial
@@ -334,7 +336,11 @@ def _adversarial(ctx: _Context) -> str | None:
     runs = [(i, r) for i, r in enumerate(ctx.runs) if r.tables["adversarial"].num_rows]
     if not runs:
         return None
-    body: list[str] = []
+    body: list[str] = [
+        h.para(f"{r.title}: no adversarial rows (attack disabled?).")
+        for r in ctx.runs
+        if not r.tables["adversarial"].num_rows
+    ]
     rows = []
     for _, r in runs:
         adv = _rows(r.tables["adversarial"], ["label", "steps_to_flip", "adv_class", "linf"])
@@ -565,6 +571,7 @@ def _classes(ctx: _Context) -> str | None:
 
 def _paths(ctx: _Context) -> str | None:
     body: list[str] = []
+    missing: list[str] = []  # runs without any, named when another run has some
     for i, run in enumerate(ctx.runs):
         rows = [
             e
@@ -575,6 +582,7 @@ def _paths(ctx: _Context) -> str | None:
             if e["variant"] == "clean"
         ]
         if not rows:
+            missing.append(h.para(f"{run.title}: no clean explanation."))
             continue
         rows.sort(key=lambda e: e["image_id"])
         preds = ctx.preds(run)
@@ -608,7 +616,7 @@ def _paths(ctx: _Context) -> str | None:
             body.append(h.Raw('<div class="row path">' + "".join(tiles) + "</div>"))
     if not body:
         return None
-    return h.section("paths", SECTION_TITLES["paths"], body)
+    return h.section("paths", SECTION_TITLES["paths"], [*missing, *body])
 
 
 # ---------------------------------------------------------------- human studies
