@@ -10,7 +10,9 @@ value and what is allowed, e.g.::
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import math
 import re
 import types
 from collections.abc import Iterable, Mapping
@@ -413,6 +415,12 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        # YAML reads an unquoted 2024-01-01 as a date and 20240101 as an int; both spell the
+        # string back exactly (a float such as 1.10 would not, so it stays an error)
+        if type(value) is datetime.date:
+            return value.isoformat()
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
         raise _bad(path, value, "a string")
     raise TypeError(f"unsupported config type {tp!r} for {path}")  # pragma: no cover
 
@@ -476,6 +484,10 @@ def validate(cfg: AuditConfig) -> AuditConfig:
         raise ConfigError(
             "The 'model.weights' field must be 'default', 'random' or a path. Got '' instead."
         )
+    # numpy's generators take only non-negative seeds
+    _check_min("model.seed", m.seed, 0)
+    _check_min("explain.seed", cfg.explain.seed, 0)
+    _check_min("criticism.seed", c.seed, 0)
     _check_min("predict.batch_size", p.batch_size, 1)
     _check_min("predict.num_actors", p.num_actors, 1)
     _check_min("predict.cpu_threads", p.cpu_threads, 1)
@@ -492,7 +504,7 @@ def validate(cfg: AuditConfig) -> AuditConfig:
     _check_min("explain.n_samples", e.n_samples, 2)
     _check_min("explain.num_features", e.num_features, 1)
     _check_min("explain.batch_size", e.batch_size, 1)
-    if not e.kernel_width > 0:
+    if not (e.kernel_width > 0 and math.isfinite(e.kernel_width)):
         raise ConfigError(
             f"The 'explain.kernel_width' field must be a float > 0. Got {e.kernel_width!r} instead."
         )
@@ -500,6 +512,12 @@ def validate(cfg: AuditConfig) -> AuditConfig:
         raise ConfigError(
             "The 'explain.classes' field must list class ids with explain.which 'classes'."
         )
+    for class_id in e.classes:
+        if not _WNID.match(class_id):
+            raise ConfigError(
+                "The 'explain.classes' field must list class ids such as 'n01440764'. "
+                f"Got {class_id!r} instead."
+            )
     _check_min("criticism.n_prototypes", c.n_prototypes, 0)
     _check_min("criticism.n_criticisms", c.n_criticisms, 0)
     for name in ("proto_threshold", "crit_threshold"):
@@ -508,11 +526,11 @@ def validate(cfg: AuditConfig) -> AuditConfig:
             raise ConfigError(
                 f"The 'criticism.{name}' field must be a float in [0, 1]. Got {value!r} instead."
             )
-    if c.mmd_gamma is not None and c.mmd_gamma <= 0:
+    if c.mmd_gamma is not None and not (c.mmd_gamma > 0 and math.isfinite(c.mmd_gamma)):
         raise ConfigError(
             f"The 'criticism.mmd_gamma' field must be a float > 0 or null. Got {c.mmd_gamma!r} instead."
         )
-    if c.mmd_lambda < 0:
+    if not (c.mmd_lambda >= 0 and math.isfinite(c.mmd_lambda)):
         raise ConfigError(
             f"The 'criticism.mmd_lambda' field must be a float >= 0. Got {c.mmd_lambda!r} instead."
         )

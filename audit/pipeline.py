@@ -624,15 +624,7 @@ def explain_flags(cfg: AuditConfig, listing: Listing, model: LoadedModel) -> lis
     if not e.enabled:
         return [False] * len(records)
     if e.which is ExplainWhich.CLASSES:
-        wanted = set()
-        for class_id in e.classes:
-            index = model.classes.get(class_id)
-            if index is None:
-                raise ConfigError(
-                    f"The 'explain.classes' field lists {class_id!r}, which is not a class of "
-                    f"{model.classes.name}."
-                )
-            wanted.add(index)
+        wanted = explain_class_indices(cfg, model)
         return [r.label in wanted for r in records]
     if e.which is ExplainWhich.PER_CLASS:
         seen: dict[int | None, int] = {}
@@ -643,6 +635,24 @@ def explain_flags(cfg: AuditConfig, listing: Listing, model: LoadedModel) -> lis
             seen[r.label] = k + 1
         return flags
     return [True] * len(records)
+
+
+def explain_class_indices(cfg: AuditConfig, model: LoadedModel) -> set[int]:
+    """The model's indices of ``explain.classes``.
+
+    Raises:
+        ConfigError: A listed class is not one of the model's.
+    """
+    wanted = set()
+    for class_id in cfg.explain.classes:
+        index = model.classes.get(class_id)
+        if index is None:
+            raise ConfigError(
+                f"The 'explain.classes' field lists {class_id!r}, which is not a class of "
+                f"{model.classes.name}."
+            )
+        wanted.add(index)
+    return wanted
 
 
 def prepare(cfg: AuditConfig) -> tuple[LoadedModel, DataConfig, Listing, float]:
@@ -662,6 +672,7 @@ def prepare(cfg: AuditConfig) -> tuple[LoadedModel, DataConfig, Listing, float]:
             "data.source at images."
         )
     model = load_model(cfg.model)
+    explain_class_indices(cfg, model)  # a typo stops here, before the run folder is touched
     data = resolve_data(cfg.data)
     t0 = time.time()
     listing = list_inputs(data, model.classes)

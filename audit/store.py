@@ -50,7 +50,7 @@ ERRORS = pa.schema(
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("uri", pa.string(), nullable=False),
-        pa.field("stage", pa.string(), nullable=False),  # list, read, decode, predict
+        pa.field("stage", pa.string(), nullable=False),  # list, read, decode, segment, predict
         pa.field("reason", pa.string(), nullable=False),
     ]
 )

@@ -66,6 +66,13 @@ def test_configs_in_repo_load() -> None:
         (["explain.regressor=lasso"], "explain.regressor"),
         (["explain.n_samples=1"], "explain.n_samples"),
         (["explain.which=classes"], "explain.classes"),
+        (["explain.classes=['n0 1']"], "explain.classes"),
+        (["explain.seed=-1"], "explain.seed"),
+        (["criticism.seed=-3"], "criticism.seed"),
+        (["model.seed=-1"], "model.seed"),
+        (["criticism.mmd_gamma=.nan"], "criticism.mmd_gamma"),
+        (["criticism.mmd_lambda=.nan"], "criticism.mmd_lambda"),
+        (["explain.kernel_width=.inf"], "explain.kernel_width"),
         (["criticism.methods=[adversarial, magic]"], "criticism.methods"),
         (["data.nope=1"], "data.nope"),
         (["model.weights="], "model.weights"),
@@ -120,3 +127,11 @@ def test_frozen_and_to_dict_hides_credentials() -> None:
     d = cfg.to_dict()
     assert "s3cr3t" not in repr(d)
     assert d["data"]["layout"] == "auto"
+
+
+def test_string_fields_take_unquoted_dates_and_digits() -> None:
+    # YAML reads 2024-01-01 as a date and 20240101 as an int: a string field gets the text back
+    assert build_config({}, ["output.run_id=2024-01-01"]).output.run_id == "2024-01-01"
+    assert build_config({"output": {"run_id": 20240101}}).output.run_id == "20240101"
+    with pytest.raises(ConfigError, match=r"'output.run_id' field must be a str or null"):
+        build_config({}, ["output.run_id=1.10"])  # a float does not spell its text back

@@ -68,6 +68,52 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped() -> None:
     assert (out == expected).all()
 
 
+def test_wide_integer_grayscale_does_not_depend_on_the_content() -> None:
+    # PIL opens a 16-bit PGM as mode "I": a uniform 25 % grey must stay 25 % grey, as the same
+    # pixels in a 16-bit PNG (mode "I;16"), not become white by scaling with its own maximum
+    pgm = b"P5\n40 30\n65535\n" + np.full(1200, 16384, ">u2").tobytes()
+    with Image.open(io.BytesIO(pgm)) as img:
+        assert img.mode == "I"
+    png = encode(Image.fromarray(np.full((30, 40), 16384, dtype=np.uint16)), "PNG")
+    expected = round(16384 / 65535 * 255)
+    assert (decode_image(pgm, MAX) == expected).all()
+    assert (decode_image(png, MAX) == expected).all()
+    # 8-bit values in a 32-bit container are taken as they are
+    eight = Image.fromarray(np.full((30, 40), 100, dtype=np.int32))
+    assert eight.mode == "I" and (eval_crop(eight) == 100).all()
+
+
+@pytest.mark.parametrize("size", [(20, 401), (401, 20), (3, 61), (61, 3)])
+def test_cut_of_an_extreme_aspect_ratio_keeps_the_centre(
+    size: tuple[int, int], rng: np.random.Generator
+) -> None:
+    # beyond MAX_ASPECT the long side is cut before resizing; with an odd leftover the cut
+    # used to shift by half a pixel (differences up to 120 from torchvision)
+    img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    diff = np.abs(eval_crop(img).astype(int) - np.asarray(REFERENCE(img)).astype(int))
+    assert diff.max() <= 2
+
+
+def test_max_pixels_above_pils_own_limit_takes_effect() -> None:
+    # A PNG header claiming 10000 x 9500 = 95,000,000 pixels (more than PIL's default limit of
+    # 89,478,485) and no pixel data: with a larger max_pixels it gets past the bomb check and
+    # fails as truncated; with a smaller one it is refused as a bomb.
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    header = struct.pack(">IIBBBBB", 10_000, 9_500, 8, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    with pytest.raises(ImageLoadError, match="corrupt or truncated"):
+        decode_image(png, 200_000_000)
+    with pytest.raises(ImageLoadError, match="decompression bomb"):
+        decode_image(png, 90_000_000)
+    assert Image.MAX_IMAGE_PIXELS == MAX  # PIL's global is left as it was
+
+
 def test_odd_and_broken_files(tmp_path: Path) -> None:
     kinds = write_odd_and_broken(tmp_path)
     for name, kind in kinds.items():

@@ -569,11 +569,15 @@ def brute_force(
     if wanted:
         order = [r for r in order if classes.ids[r.label] in wanted]  # type: ignore[index]
     if per_class is not None:
-        order = [
-            r
-            for i, r in enumerate(order)
-            if sum(1 for s in order[:i] if s.label == r.label) < per_class
-        ]
+        # readable images fill a class's quota; an error record comes along while its class
+        # has room or when it duplicates a chosen image
+        kept: list[InputRecord] = []
+        for r in order:
+            filled = sum(1 for s in kept if s.label == r.label and s.error is None)
+            twin = any(s.image_id == r.image_id and s.error is None for s in kept)
+            if filled < per_class or (r.error is not None and twin):
+                kept.append(r)
+        order = kept
     if limit is not None:
         order = order[:limit]
     return order
@@ -616,3 +620,42 @@ def test_limit_counts_error_rows(mixed_folder: Path, classes: ClassIndex) -> Non
         ("img_0000", False),
         ("img_0000", False),
     ]
+
+
+def test_per_class_counts_only_readable_images(tmp_path: Path, classes: ClassIndex) -> None:
+    # a duplicate (an error row) must not take the place of an image of its class
+    for name in ("a.JPEG", "a.png", "b.JPEG"):
+        touch(tmp_path, f"n01440764/{name}")
+    data = DataConfig(source=str(tmp_path), layout=Layout.IMAGEFOLDER, per_class=2)
+    listing = list_inputs(data, classes)
+    assert [(r.image_id, r.error is None) for r in all_rows(listing)] == [
+        ("a", True),
+        ("a", False),
+        ("b", True),
+    ]
+
+
+def test_a_stray_file_beside_class_folders_keeps_the_labels(
+    tmp_path: Path, classes: ClassIndex
+) -> None:
+    # auto-detection with the model's classes: class folders plus a README is still an
+    # imagefolder (the README becomes an errors row); other folders plus a file stay unlabeled
+    touch(tmp_path, "n01440764/a.JPEG")
+    touch(tmp_path, "n01443537/b.JPEG")
+    touch(tmp_path, "README.txt")
+    data = DataConfig(source=str(tmp_path))
+    assert resolve_layout(data) is Layout.UNLABELED  # without classes: the documented rule
+    assert resolve_layout(data, classes) is Layout.IMAGEFOLDER
+    listing = list_inputs(data, classes)
+    assert listing.layout is Layout.IMAGEFOLDER
+    assert [(r.image_id, r.label) for r in listing.records] == [
+        ("a", classes.index("n01440764")),
+        ("b", classes.index("n01443537")),
+    ]
+    assert [(r.image_id, r.error) for r in listing.errors] == [
+        ("README", "no label: file is not inside a class folder")
+    ]
+    other = tmp_path / "other"
+    touch(other, "2024-01/a.JPEG")
+    touch(other, "notes.txt")
+    assert resolve_layout(DataConfig(source=str(other)), classes) is Layout.UNLABELED

@@ -399,3 +399,22 @@ def test_demo_bytes_travel_with_the_rows(
     preds = read_table(run, "predictions")
     assert preds.num_rows == 40
     assert all(u.startswith(moved[0].as_uri()) for u in preds.column("uri").to_pylist())
+
+
+def test_unknown_explain_class_stops_before_the_run_folder_is_touched(
+    tmp_path: Path, ray_local: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # with output.overwrite=true a late check would already have deleted the earlier run
+    monkeypatch.setenv("AUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    run = tmp_path / "out" / "r1"
+    run.mkdir(parents=True)
+    (run / "precious.txt").write_text("keep me")
+    cfg = build_config(
+        {
+            "explain": {"which": "classes", "classes": ["digit_10"]},
+            "output": {"root": str(tmp_path / "out"), "run_id": "r1", "overwrite": True},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"'explain\.classes' field lists 'digit_10'"):
+        run_audit(cfg)
+    assert sorted(p.name for p in run.iterdir()) == ["precious.txt"]

@@ -20,8 +20,10 @@ are affected; ImageNet's typical 500x375 images are decoded exactly as without i
 from __future__ import annotations
 
 import io
+import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import fsspec
@@ -70,10 +72,16 @@ def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> by
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode to RGB the way torchvision's ``ImageFolder`` loader does.
+    """Convert any PIL mode to RGB.
 
-    Palette images with transparency go through RGBA first (PIL warns otherwise); 16/32-bit
-    grayscale is scaled to 8 bits instead of being clipped.
+    8-bit modes convert as torchvision's ``ImageFolder`` loader does (``img.convert("RGB")``);
+    palette images with transparency go through RGBA first (PIL warns otherwise). Deeper
+    grayscale is scaled to 8 bits, where PIL's ``convert`` would clip it to 255:
+
+    * ``I;16*`` (16-bit PNG, TIFF) by 255 / 65535;
+    * ``I`` (32-bit integers; PIL opens 16-bit PGM so): values up to 255 as they are (8-bit data
+      in a wide container), up to 65535 as 16-bit, larger ones by the image's maximum;
+    * ``F`` (floating point) by the image's maximum.
     """
     if img.mode == "RGB":
         return img
@@ -81,7 +89,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        top = max(float(arr.max()), 1.0)
+        if img.mode.startswith("I;16"):
+            hi = 65535.0
+        elif img.mode == "I":
+            hi = 255.0 if top <= 255 else (65535.0 if top <= 65535 else top)
+        else:
+            hi = top
         arr = np.clip(arr / hi * 255.0, 0, 255).round().astype(np.uint8)
         img = Image.fromarray(arr, mode="L")
     return img.convert("RGB")
@@ -100,6 +114,7 @@ def eval_crop(img: Image.Image, resize: int = RESIZE, crop: int = CROP) -> np.nd
     short, long_ = min(w, h), max(w, h)
     if long_ > MAX_ASPECT * short:
         keep = int(MAX_ASPECT * short)
+        keep += (long_ - keep) % 2  # an even margin on both sides: the cut keeps the centre
         if w > h:
             left = (w - keep) // 2
             img = img.crop((left, 0, left + keep, h))
@@ -119,6 +134,28 @@ def draft_size(width: int, height: int, resize: int = RESIZE) -> tuple[int, int]
     """
     short = min(width, height)
     return max(1, width * resize // short), max(1, height * resize // short)
+
+
+_PIL_LIMIT = threading.Lock()
+
+
+@contextmanager
+def _open(data: bytes, max_pixels: int) -> Iterator[Image.Image]:
+    """``Image.open`` with PIL's own decompression-bomb limit at ``max_pixels``.
+
+    PIL refuses images over its global ``Image.MAX_IMAGE_PIXELS`` (89,478,485) in ``open``,
+    before :func:`decode_image` can apply ``data.max_pixels``, so a larger ``max_pixels`` would
+    have no effect. The global is raised for the ``open`` call only, under a lock.
+    """
+    with _PIL_LIMIT:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max(max_pixels, saved or 0)
+        try:
+            img = Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    with img:
+        yield img
 
 
 def decode_image(
@@ -152,7 +189,7 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with _open(data, max_pixels) as img:
                 w, h = img.size
                 if w * h > max_pixels:
                     raise ImageLoadError(

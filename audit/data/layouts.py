@@ -87,14 +87,16 @@ class Listing:
     errors: tuple[InputRecord, ...]
 
 
-def resolve_layout(data: DataConfig) -> Layout:
+def resolve_layout(data: DataConfig, classes: ClassIndex | None = None) -> Layout:
     """The layout ``data`` describes, detecting it when ``data.layout`` is ``auto``.
 
     Detection, first match wins: a list source is ``unlabeled``; a set ``labels_file`` is
     ``kaggle`` when it ends in ``.csv`` and ``devkit`` otherwise; a folder holding
     ``LOC_val_solution.csv`` is ``kaggle``; one holding ``ILSVRC2012_validation_ground_truth.txt``
-    is ``devkit``; one with subfolders and no (non-hidden) files at its top level is
-    ``imagefolder``; anything else is ``unlabeled``. Only the top level of the folder is listed.
+    is ``devkit``; one with subfolders and either no (non-hidden) files at its top level or at
+    least one subfolder named as a class of ``classes`` is ``imagefolder`` (a stray README next
+    to the class folders then becomes an ``errors`` row instead of turning every label off);
+    anything else is ``unlabeled``. Only the top level of the folder is listed.
 
     Raises:
         ValueError: ``data`` is the demo set, which the caller resolves before listing.
@@ -107,7 +109,7 @@ def resolve_layout(data: DataConfig) -> Layout:
     if data.labels_file is not None:
         return _layout_from_labels_file(data.labels_file)
     fs, root = _open_folder(data.source, data.storage_options)
-    return _detect_layout(fs, root)
+    return _detect_layout(fs, root, classes)
 
 
 def list_inputs(data: DataConfig, classes: ClassIndex) -> Listing:
@@ -150,7 +152,7 @@ def list_inputs(data: DataConfig, classes: ClassIndex) -> Listing:
         fs, root = _open_folder(data.source, options)
         if data.layout is Layout.AUTO:
             layout = (
-                _detect_layout(fs, root)
+                _detect_layout(fs, root, classes)
                 if data.labels_file is None
                 else _layout_from_labels_file(data.labels_file)
             )
@@ -191,23 +193,25 @@ def _layout_from_labels_file(labels_file: str) -> Layout:
     return Layout.KAGGLE if labels_file.lower().endswith(".csv") else Layout.DEVKIT
 
 
-def _detect_layout(fs: AbstractFileSystem, root: str) -> Layout:
+def _detect_layout(fs: AbstractFileSystem, root: str, classes: ClassIndex | None = None) -> Layout:
     entries = fs.ls(root, detail=True)
     files: set[str] = set()
     has_dirs = False
+    class_dirs = False
     for entry in entries:
         name = posixpath.basename(str(entry["name"]).rstrip("/"))
         if name.startswith("."):
             continue
         if entry.get("type") == "directory":
             has_dirs = True
+            class_dirs = class_dirs or (classes is not None and name in classes)
         else:
             files.add(name)
     if KAGGLE_LABELS in files:
         return Layout.KAGGLE
     if DEVKIT_LABELS in files:
         return Layout.DEVKIT
-    if has_dirs and not files:
+    if has_dirs and (not files or class_dirs):
         return Layout.IMAGEFOLDER
     return Layout.UNLABELED
 
@@ -441,11 +445,19 @@ def _subset(
         wanted = {classes.index(c) for c in data.classes}
         kept = [r for r in kept if r.label in wanted]
     if data.per_class is not None:
+        # Only readable records fill a class's quota; a record that is already an error (a
+        # duplicate image id) comes along when it duplicates a chosen image or while its class
+        # still has room, so it is reported, not dropped, and takes no image's place.
         counts: Counter[int | None] = Counter()
+        chosen: set[str] = set()
         per_class = []
         for r in kept:
-            if counts[r.label] < data.per_class:
-                counts[r.label] += 1
+            if r.error is None:
+                if counts[r.label] < data.per_class:
+                    counts[r.label] += 1
+                    chosen.add(r.image_id)
+                    per_class.append(r)
+            elif r.image_id in chosen or counts[r.label] < data.per_class:
                 per_class.append(r)
         kept = per_class
     if data.limit is not None:
