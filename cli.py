@@ -7,6 +7,7 @@ ConvNet) end to end on a local Ray and writes ``./audit-output/<run_id>/``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,17 +63,22 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run the audit pass with a progress bar and print the error rates."""
+    from audit.pipeline import preflight, run_audit
+
     try:
         cfg = _load(config, overrides, output, run_id)
+        preflight(cfg)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
 
     from tqdm import tqdm
 
-    from audit.pipeline import run_audit
-    from ray_jobs.audit import format_summary, start_ray
+    from ray_jobs.audit import RayUnreachable, format_summary, start_ray
 
-    start_ray(address)
+    try:
+        start_ray(address, probe=True)
+    except RayUnreachable as exc:
+        raise _fail(str(exc)) from None
     bar: Any = None
 
     def on_progress(done: int, total: int) -> None:
@@ -205,8 +211,9 @@ def status(
     """Print a run's state: the job's status, stages with progress, rows, errors, metrics.
 
     A run found under --output is read directly (a local `audit-cli run`); otherwise, or when
-    its manifest still says 'running', the cluster's Jobs API is asked, and a FAILED or
-    STOPPED job wins over a manifest its driver could not update any more.
+    its manifest does not say 'succeeded', the cluster's Jobs API is asked for the job writing
+    that folder. A FAILED or STOPPED job wins over a manifest its driver could not update any
+    more, and a manifest written before the job started is an earlier attempt's.
     """
     from audit.jobs import META_RUN_URL as RUN_URL
     from audit.jobs import (
@@ -214,6 +221,8 @@ def status(
         error_line,
         find_job,
         job_info,
+        job_of_run,
+        manifest_predates,
         merged_state,
         run_summary,
         stage_progress,
@@ -228,16 +237,17 @@ def status(
     api = None
     if folder is not None:
         manifest = _read_manifest(folder, so)
-        if manifest is not None and manifest.get("state") == "running":
-            try:  # is the job behind it still alive? quietly skip when no cluster answers
+        if manifest is not None and manifest.get("state") != "succeeded":
+            try:  # is a job (re)running it? quietly skip when no cluster answers
                 from audit.jobs import connect
 
                 client, api = connect(address)
-                job = find_job(client, str(manifest.get("run_id")))
+                job = job_of_run(find_job(client, str(manifest.get("run_id"))), folder)
             except JobsError:
                 job = None
     else:
-        if run is None and address is None:
+        asked = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+        if run is None and not asked:
             raise _fail(f"no runs under {output!r}; start one with 'audit-cli run'")
         try:
             from audit.jobs import audit_jobs, connect
@@ -265,8 +275,10 @@ def status(
         if folder:
             manifest = _read_manifest(folder, so)
     job_status = str(job.status) if job is not None else None
-    state, stale = merged_state(job_status, manifest.get("state") if manifest else None)
-    error = manifest.get("error") if manifest else None
+    earlier = manifest is not None and manifest_predates(manifest, job)
+    current = None if earlier or manifest is None else manifest
+    state, stale = merged_state(job_status, current.get("state") if current else None)
+    error = current.get("error") if current else None
     if job is not None and job_status == "FAILED" and not error:
         try:
             logs = client.get_job_logs(job.submission_id or job.job_id)
@@ -282,6 +294,7 @@ def status(
             "run_id": run_id,
             "state": state,
             "stale": stale,
+            "manifest_of_earlier_attempt": earlier,
             "error": error,
             "url": folder,
             "address": api,
@@ -316,6 +329,11 @@ def status(
             typer.echo(line)
         if m.get("updated"):
             typer.echo(f"  updated {m['updated']}")
+        if earlier:
+            typer.echo(
+                "  note: this manifest is from an earlier attempt (written before job "
+                f"{job.submission_id} started); the job has not written its own yet"
+            )
     if error:
         typer.echo(f"  error: {error}")
     if stale:
@@ -361,10 +379,11 @@ def submit(
     """Submit the audit as a Ray job (submission id audit-<run_id>) through the Jobs API."""
     from audit.jobs import JobsError, job_spec, wait_terminal
     from audit.jobs import submit as submit_job
-    from audit.pipeline import default_run_id
+    from audit.pipeline import default_run_id, preflight
 
     try:
         cfg = _load(config, overrides, output, run_id)
+        preflight(cfg)  # a typo in the model name stops here, not on the cluster
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     rid = cfg.output.run_id or default_run_id(cfg.model.name)
@@ -406,16 +425,20 @@ def logs(
     address: AddressOpt = None,
 ) -> None:
     """Print a job's driver logs (stdout and stderr of the entrypoint)."""
+    from audit.jobs import JobsError, call
+
     client, api = _connect(address)
     found = _job(client, api, job)
     sid = found.submission_id or found.job_id
     if not follow:
         try:
-            typer.echo(client.get_job_logs(sid), nl=False)
-        except RuntimeError as exc:
-            raise _fail(f"cannot read the logs of {sid}: {str(exc).splitlines()[0]}") from None
+            typer.echo(call(client.get_job_logs, sid), nl=False)
+        except JobsError as exc:
+            raise _fail(f"cannot read the logs of {sid}: {exc}") from None
         return
     import asyncio
+
+    import aiohttp
 
     async def tail() -> None:
         async for chunk in client.tail_job_logs(sid):
@@ -423,8 +446,9 @@ def logs(
 
     try:
         asyncio.run(tail())
-    except RuntimeError as exc:
-        raise _fail(f"lost the log stream of {sid}: {str(exc).splitlines()[0]}") from None
+    except (RuntimeError, OSError, aiohttp.ClientError) as exc:
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _fail(f"lost the log stream of {sid}: {line}") from None
 
 
 @app.command()

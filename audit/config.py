@@ -426,7 +426,9 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
 
 
 def _bad(path: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"The '{path}' field must be {allowed}. Got {value!r} instead.")
+    # storage options may hold credentials: never echo them
+    shown = "a value that is not shown" if path.endswith("storage_options") else repr(value)
+    return ConfigError(f"The '{path}' field must be {allowed}. Got {shown} instead.")
 
 
 def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:

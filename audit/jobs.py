@@ -16,6 +16,7 @@ A job is tied to its run by its submission id, ``audit-<run_id>`` (``audit-<run_
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import json
 import os
@@ -171,6 +172,13 @@ def connect(address: str | None = None) -> tuple[JobSubmissionClient, str]:
             f"no Ray dashboard answers at {url}; start a cluster or give its address with "
             "--address or $RAY_API_SERVER_ADDRESS."
         ) from None
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        # requests' errors (bad URL, HTTP 404/502 from a proxy) are OSErrors; Ray raises
+        # RuntimeError for an unknown scheme or a failed version check, KeyError for a reply
+        # that is not a Ray dashboard's
+        raise JobsError(
+            f"the Ray Jobs API at {url} did not answer as a Ray dashboard: {_one_line(exc)}"
+        ) from None
     return client, url
 
 
@@ -187,7 +195,7 @@ def call(fn: Any, *args: Any) -> Any:
         return fn(*args)
     except AuthenticationError as exc:
         raise JobsError(f"authentication failed: {_one_line(exc)}") from None
-    except (RuntimeError, ValueError, ConnectionError) as exc:
+    except (RuntimeError, ValueError, OSError) as exc:  # OSError: requests' network errors
         raise JobsError(_one_line(exc)) from None
 
 
@@ -266,7 +274,8 @@ def job_spec(
     The config path is made relative to ``working_dir`` (it travels with it); a relative local
     ``output_root`` is made absolute against ``cwd`` so the job does not write inside its
     unpacked working dir; the run id and output root are pinned with ``--set`` so that the job
-    and ``audit-cli status`` agree on where the manifest is.
+    and ``audit-cli status`` agree on where the manifest is. A local output root inside
+    ``working_dir`` is added to the excludes, so that earlier runs are not shipped with the job.
 
     Raises:
         JobsError: the config file is outside ``working_dir``, or an override sets storage
@@ -299,9 +308,16 @@ def job_spec(
                 "the config file, or give the cluster's nodes credentials of their own."
             )
     root = output_root
+    excluded = list(excludes)
     if is_local_path(root):
         local = Path(urlparse(root).path if root.startswith("file://") else root).expanduser()
         root = str(local if local.is_absolute() else (Path(cwd) / local).resolve())
+        try:  # earlier runs written inside the working dir must not travel with the next job
+            inside = Path(root).resolve().relative_to(wd).as_posix()
+        except ValueError:
+            inside = None
+        if inside and inside != ".":
+            excluded.append(f"/{inside}/")
     # JSON strings are YAML strings: a root or run id that looks like a number stays a string
     pinned = [*overrides, f"output.root={json.dumps(root)}", f"output.run_id={json.dumps(run_id)}"]
     return JobSpec(
@@ -309,7 +325,7 @@ def job_spec(
         run_url=root.rstrip("/") + "/" + run_id,
         entrypoint=build_entrypoint(rel, pinned),
         working_dir=str(wd),
-        excludes=tuple(DEFAULT_EXCLUDES) + tuple(excludes),
+        excludes=tuple(DEFAULT_EXCLUDES) + tuple(excluded),
         config=rel,
         num_cpus=num_cpus,
         num_gpus=num_gpus,
@@ -431,6 +447,44 @@ def error_line(logs: str) -> str | None:
     if any(ln.startswith("Traceback (most recent call last)") for ln in lines):
         return lines[-1]
     return None
+
+
+def same_run_url(a: str, b: str) -> bool:
+    """Whether two spellings of a run folder name the same place (``file://`` and relative
+    local paths are made absolute; other URLs are compared without a trailing ``/``)."""
+
+    def canonical(url: str) -> str:
+        if url.startswith("file://"):
+            url = urlparse(url).path
+        if "://" in url:
+            return url.rstrip("/")
+        return os.path.abspath(os.path.expanduser(url))
+
+    return canonical(a) == canonical(b)
+
+
+def job_of_run(job: JobDetails | None, folder: str) -> JobDetails | None:
+    """``job`` when it writes the run at ``folder`` (its metadata says so), else None: a run id
+    can be reused under another output root, and that job is not this run's."""
+    if job is None:
+        return None
+    url = (job.metadata or {}).get(META_RUN_URL)
+    return job if url and same_run_url(str(url), folder) else None
+
+
+def manifest_predates(manifest: Mapping[str, Any], job: JobDetails | None) -> bool:
+    """Whether the manifest was last written before ``job`` started, i.e. by an earlier
+    attempt of the run: a rerun's driver writes its own only after loading the model and
+    listing the inputs. (``updated`` has whole seconds, truncated, so a manifest of this job
+    is never judged older.)"""
+    updated, start = manifest.get("updated"), getattr(job, "start_time", None)
+    if not updated or not start:
+        return False
+    try:
+        written = calendar.timegm(time.strptime(str(updated), "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return False
+    return written < int(start) // 1000
 
 
 def merged_state(job_status: str | None, manifest_state: str | None) -> tuple[str, bool]:

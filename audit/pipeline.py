@@ -38,7 +38,7 @@ from audit.config import (
 from audit.data.layouts import Listing, list_inputs
 from audit.metrics import AttackCounter, ErrorCounter
 from audit.model_actor import ModelActor, decode_batch
-from audit.models import LoadedModel, check_model_config, load_model
+from audit.models import LoadedModel, check_model_config, list_models, load_model
 from audit.store import ERRORS, EXPLANATIONS, SELECTIONS, RunStore, table_dataset, utc_now
 
 log = logging.getLogger(__name__)
@@ -655,6 +655,24 @@ def explain_class_indices(cfg: AuditConfig, model: LoadedModel) -> set[int]:
     return wanted
 
 
+def preflight(cfg: AuditConfig) -> None:
+    """The checks that need neither Ray, the data nor the weights: the model name exists, and
+    the demo set is run with the demo model. ``audit-cli run`` makes them before starting Ray
+    and ``audit-cli submit`` before submitting (the weights may exist only on the cluster).
+
+    Raises:
+        ConfigError: with a one-line reason.
+    """
+    if cfg.model.name not in list_models():
+        check_model_config(cfg.model)  # raises the unknown-name error with the valid names
+    if cfg.data.is_demo and cfg.model.name != "demo_digits":
+        raise ConfigError(
+            f"The 'data.source' field is 'demo' (handwritten digits) but model "
+            f"{cfg.model.name!r} predicts other classes; use model.name=demo_digits or point "
+            "data.source at images."
+        )
+
+
 def prepare(cfg: AuditConfig) -> tuple[LoadedModel, DataConfig, Listing, float]:
     """Everything that can fail on bad configuration, before any work is scheduled.
 
@@ -665,12 +683,7 @@ def prepare(cfg: AuditConfig) -> tuple[LoadedModel, DataConfig, Listing, float]:
         ConfigError: with a one-line reason.
     """
     check_model_config(cfg.model)
-    if cfg.data.is_demo and cfg.model.name != "demo_digits":
-        raise ConfigError(
-            f"The 'data.source' field is 'demo' (handwritten digits) but model "
-            f"{cfg.model.name!r} predicts other classes; use model.name=demo_digits or point "
-            "data.source at images."
-        )
+    preflight(cfg)
     model = load_model(cfg.model)
     explain_class_indices(cfg, model)  # a typo stops here, before the run folder is touched
     data = resolve_data(cfg.data)

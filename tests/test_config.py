@@ -135,3 +135,9 @@ def test_string_fields_take_unquoted_dates_and_digits() -> None:
     assert build_config({"output": {"run_id": 20240101}}).output.run_id == "20240101"
     with pytest.raises(ConfigError, match=r"'output.run_id' field must be a str or null"):
         build_config({}, ["output.run_id=1.10"])  # a float does not spell its text back
+
+
+def test_storage_options_are_never_echoed_in_an_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config({}, ['output.storage_options={"secret": "s3cr3t"'])  # not a mapping
+    assert "output.storage_options" in str(info.value) and "s3cr3t" not in str(info.value)

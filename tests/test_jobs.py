@@ -3,27 +3,37 @@ token authentication (tests/cluster_fixtures.py), plus the pure helpers of audit
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from cluster_fixtures import LocalCluster, token_cluster
+from conftest import free_port
 from typer.testing import CliRunner
 
 from audit.jobs import (
     DEFAULT_ADDRESS,
     JobsError,
     build_entrypoint,
+    call,
+    connect,
     error_line,
     find_token,
+    job_of_run,
     job_spec,
+    manifest_predates,
     merged_state,
     resolve_address,
+    same_run_url,
     stage_progress,
     submission_id,
 )
@@ -137,6 +147,104 @@ def test_job_spec_ships_config_and_pins_the_run(tmp_path: Path) -> None:
 
 
 # --- a real cluster -------------------------------------------------------------------------
+
+
+def test_manifest_of_an_earlier_attempt_and_the_job_of_a_folder(tmp_path: Path) -> None:
+    from ray.job_submission import JobDetails
+
+    started = 1_700_000_000_500  # ms: 2023-11-14T22:13:20.5Z
+    job = JobDetails(
+        type="SUBMISSION",
+        submission_id="audit-r1.2",
+        status="RUNNING",
+        entrypoint="python -m ray_jobs.audit",
+        start_time=started,
+        metadata={"audit_run_url": str(tmp_path / "out" / "r1")},
+    )
+    assert manifest_predates({"updated": "2023-11-14T22:13:19Z"}, job)
+    # the same second, truncated, may be this job's own manifest: never called earlier
+    assert not manifest_predates({"updated": "2023-11-14T22:13:20Z"}, job)
+    assert not manifest_predates({"updated": "2023-11-14T22:20:00Z"}, job)
+    assert not manifest_predates({}, job) and not manifest_predates({"updated": "x"}, job)
+    assert not manifest_predates({"updated": "2023-11-14T22:13:19Z"}, None)
+
+    assert same_run_url(f"file://{tmp_path}/out/r1/", str(tmp_path / "out" / "r1"))
+    assert same_run_url("s3://b/audits/r1/", "s3://b/audits/r1")
+    assert not same_run_url("s3://b/audits/r1", "s3://b/other/r1")
+    assert job_of_run(job, f"file://{tmp_path}/out/r1") is job
+    assert job_of_run(job, str(tmp_path / "elsewhere" / "r1")) is None  # a reused run id
+    assert job_of_run(None, str(tmp_path)) is None
+
+
+def test_job_spec_excludes_an_output_root_inside_the_working_dir(tmp_path: Path) -> None:
+    spec = job_spec(None, [], "r1", "results", str(tmp_path), cwd=str(tmp_path))
+    assert spec.run_url == f"{tmp_path}/results/r1" and "/results/" in spec.excludes
+    outside = job_spec(None, [], "r1", str(tmp_path.parent / "o"), str(tmp_path))
+    assert not any(e.strip("/") == "o" for e in outside.excludes)
+    assert outside.excludes == job_spec(None, [], "r1", "s3://b/o", str(tmp_path)).excludes
+
+
+class _Reply(http.server.BaseHTTPRequestHandler):
+    """A web server that is not a Ray dashboard: a fixed status and body for every request."""
+
+    status = 404
+    body = b"not here"
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("status", "body"), [(404, b"not here"), (502, b"bad gateway"), (200, b'{"foo": 1}')]
+)
+def test_a_server_that_is_not_a_dashboard_is_one_line(
+    status: int, body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t")
+    handler = type("Reply", (_Reply,), {"status": status, "body": body})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(JobsError, match="did not answer as a Ray dashboard") as info:
+            connect(url)
+        assert "\n" not in str(info.value)
+        result = runner.invoke(app, ["list", "--address", url], env={"RAY_AUTH_TOKEN": "t"})
+        assert result.exit_code == 1 and result.output.startswith("error: ")
+        assert len(result.output.strip().splitlines()) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(JobsError):  # a dropped connection after connecting (requests' error)
+        call(lambda: requests.get(url, timeout=10))
+
+
+def test_run_and_submit_stop_on_a_bad_model_or_address_first(tmp_path: Path) -> None:
+    # in a fresh process (no Ray started by other tests): nothing may be started or submitted
+    port = free_port()
+    env = {"RAY_ADDRESS": "", "RAY_API_SERVER_ADDRESS": "", "PATH": os.environ["PATH"]}
+    bad = subprocess.run(
+        [*CLI, "submit", "--set", "model.name=resnet9999", "--address", f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 1 and "resnet9999" in bad.stdout + bad.stderr
+    assert "dashboard" not in bad.stdout + bad.stderr
+    t0 = time.monotonic()
+    dead = subprocess.run(
+        [*CLI, "run", "--address", f"127.0.0.1:{port}", "--no-progress"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )  # fmt: skip
+    assert dead.returncode == 1, dead.stdout + dead.stderr
+    lines = (dead.stdout + dead.stderr).strip().splitlines()
+    assert lines == [lines[0]] and lines[0].startswith(
+        f"error: no Ray cluster answers at 127.0.0.1:{port}"
+    )
+    assert time.monotonic() - t0 < 60
 
 
 @pytest.fixture(scope="module")
@@ -363,6 +471,20 @@ def test_demo_job_runs_to_succeeded(cluster: LocalCluster, tmp_path: Path) -> No
     assert rows["audit-h7-demo"] == "SUCCEEDED"
     as_json = json.loads(cli(cluster, "list", "--json").output)
     assert {r["submission_id"]: r["run_url"] for r in as_json}["audit-h7-demo"] == run
+
+    # A manifest written before the job started is an earlier attempt's: its state and error
+    # are not shown as current, whether the run is named by id or read from its folder.
+    manifest = read_manifest(run)
+    manifest.update(updated="2000-01-01T00:00:00Z", state="failed", error="an earlier error")
+    (out / "h7-demo" / "manifest.json").write_text(json.dumps(manifest))
+    for ref in ("h7-demo", run):
+        s = status_json(cluster, ref)
+        assert s["manifest_of_earlier_attempt"] and s["job"]["status"] == "SUCCEEDED"
+        assert s["state"] == "succeeded" and s["error"] is None, ref
+    text = cli(cluster, "status", run).output
+    assert (
+        "note: this manifest is from an earlier attempt" in text and "an earlier error" not in text
+    )
 
 
 @pytest.mark.timeout(900)  # a shared 2-core machine can be slow
