@@ -514,6 +514,16 @@ def validate(cfg: AuditConfig) -> AuditConfig:
         raise ConfigError(
             "The 'explain.classes' field must list class ids with explain.which 'classes'."
         )
+    if e.enabled and not a.enabled and e.which is ExplainWhich.FLIPPED:
+        raise ConfigError(
+            "The 'explain.which' field is 'flipped' but attack.enabled is false: no image is "
+            "attacked, so none would be explained; enable the attack or choose another set."
+        )
+    if e.enabled and not a.enabled and e.variants == (Variant.ADVERSARIAL,):
+        raise ConfigError(
+            "The 'explain.variants' field asks only for 'adversarial' explanations but "
+            "attack.enabled is false: there would be none; enable the attack or add 'clean'."
+        )
     for class_id in e.classes:
         if not _WNID.match(class_id):
             raise ConfigError(

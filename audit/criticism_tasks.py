@@ -8,6 +8,7 @@ writes them with the one Parquet writer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,8 @@ from audit.criticism.selectors import (
     RandomSelector,
 )
 from audit.store import table_dataset
+
+log = logging.getLogger(__name__)
 
 
 def read_class(
@@ -105,7 +108,15 @@ def select_class(
             correct = top_c[:, 0] == cls
             runner_up = np.where(correct, top_p[:, 1] if top_p.shape[1] > 1 else 0.0, top_p[:, 0])
             margin = pred["label_prob"].astype(np.float64) - runner_up
-            emit(method, AdversarialSelector(p, c).fit(ids, steps, margin, adv_prob))
+            # only correctly classified images: with attack.target 'prediction', "never
+            # flipped" also holds for an image that stays misclassified
+            keep = np.flatnonzero(correct)
+            emit(
+                method,
+                AdversarialSelector(p, c).fit(
+                    [ids[i] for i in keep], steps[keep], margin[keep], adv_prob[keep]
+                ),
+            )
         elif method == SelectionMethod.MMD_CRITIC.value:
             sel = MMDCriticSelector(
                 p,
@@ -116,7 +127,17 @@ def select_class(
                 eps=cfg.sieve_eps,
                 seed=cfg.seed,
             )
-            emit(method, sel.fit(ids, pred["embedding"]))
+            emb = np.asarray(pred["embedding"], dtype=np.float64).reshape(len(ids), -1)
+            finite = np.flatnonzero(np.isfinite(emb).all(axis=1))  # a NaN row cannot be ranked
+            if len(finite) < len(ids):
+                log.warning(
+                    "class %d: %d of %d embeddings are not finite; MMD-critic ranks the rest",
+                    cls,
+                    len(ids) - len(finite),
+                    len(ids),
+                )
+            if len(finite):
+                emit(method, sel.fit([ids[i] for i in finite], emb[finite]))
         elif method == SelectionMethod.PROBABILITY.value:
             sel_p = ProbabilitySelector(p, c, cfg.proto_threshold, cfg.crit_threshold)
             emit(method, sel_p.fit(ids, pred["label_prob"]))

@@ -68,6 +68,8 @@ def test_configs_in_repo_load() -> None:
         (["explain.which=classes"], "explain.classes"),
         (["explain.classes=['n0 1']"], "explain.classes"),
         (["explain.seed=-1"], "explain.seed"),
+        (["attack.enabled=false", "explain.which=flipped"], "explain.which"),
+        (["attack.enabled=false", "explain.variants=[adversarial]"], "explain.variants"),
         (["criticism.seed=-3"], "criticism.seed"),
         (["model.seed=-1"], "model.seed"),
         (["criticism.mmd_gamma=.nan"], "criticism.mmd_gamma"),

@@ -118,3 +118,68 @@ def test_greedy_from_an_arbitrary_start_follows_the_objective(rng: np.random.Gen
     assert got == chosen
     with pytest.raises(ValueError, match="distinct"):
         mmd.greedy_prototypes(x, 3, 0.2, start=[1, 1])
+
+
+def test_sieve_ranks_best_first(rng: np.random.Generator) -> None:
+    # the sieve keeps stream order; the ranks must still be best first, as greedy's are
+    from audit.criticism import mmd
+
+    ids, _, _, _, _, emb = rows(rng, n=40)
+    sel = MMDCriticSelector(4, 4, solver="sieve", seed=3).fit(ids, emb)
+    order = np.argsort(ids)
+    x, sorted_ids = emb[order].astype(np.float64), [ids[i] for i in order]
+    protos = [sorted_ids.index(i) for i in sel.prototypes_]
+    chosen: list[int] = []
+    left = list(protos)
+    while left:  # plain greedy among the sieve's own prototypes
+        best = max(left, key=lambda j: mmd.prototype_objective(x, [*chosen, j], sel.gamma_))
+        chosen.append(best)
+        left.remove(best)
+    assert protos == chosen
+    assert sel.criticism_scores_ == sorted(sel.criticism_scores_, reverse=True)
+
+
+def test_adversarial_selection_takes_correctly_classified_images_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # with attack.target 'prediction', a misclassified image that never flips kept its wrong
+    # prediction: it is no prototype of its class, and one flipped onto the label no criticism
+    from audit.config import CriticismConfig
+    from audit.criticism_tasks import select_class
+    from audit.store import RunStore
+
+    store = RunStore(str(tmp_path), "r")
+    store.prepare(overwrite=False)
+    n = 6  # all labelled 3; images 0-2 predicted 3 (correct), 3-5 predicted 2 (wrong)
+    ids = [f"img{i}" for i in range(n)]
+    top1 = [3, 3, 3, 2, 2, 2]
+    common = {"run_id": ["r"] * n, "model": ["m"] * n, "image_id": ids, "label": [3] * n}
+    store.write(
+        "predictions",
+        {
+            **common,
+            "uri": ids,
+            "top5_classes": [[c, 1 if c != 1 else 0] for c in top1],
+            "top5_probs": [[0.6, 0.3]] * n,
+            "correct_top1": [c == 3 for c in top1],
+            "correct_top5": [True] * n,
+            "loss": [1.0] * n,
+            "label_prob": [0.6, 0.6, 0.6, 0.3, 0.3, 0.3],
+            "embedding": [None] * n,
+        },
+    )
+    store.write(
+        "adversarial",
+        {
+            **common,
+            "target": top1,  # the clean prediction
+            "steps_to_flip": [None, 1, None, None, 1, None],
+            "adv_class": [3, 5, 3, 2, 3, 2],
+            "stored_flips": [None] * n,
+            "image_png": [None] * n,
+            "adv_prob": [0.5] * n,
+            "linf": [0.0] * n,
+            "l2": [0.0] * n,
+        },
+    )
+    rows_ = select_class(store.url, store.files, 3, CriticismConfig(), ["adversarial"], None)
+    picked = {(role, image_id) for _, role, _, image_id, _ in rows_}
+    assert picked == {("prototype", "img0"), ("prototype", "img2"), ("criticism", "img1")}

@@ -227,7 +227,7 @@ def prototype_objective(x: np.ndarray, s: Sequence[int], gamma: float) -> float:
         gamma: RBF parameter.
 
     Returns:
-        ``2/(n|S|) sum_{i, j in S} k(x_i, x_j) - 1/|S|^2 sum_{i, j in S} k(x_i, x_j)``.
+        ``2/(n|S|) sum_{i in [n], j in S} k(x_i, x_j) - 1/|S|^2 sum_{i, j in S} k(x_i, x_j)``.
     """
     x = _check_x(x)
     idx = _check_indices(s, x.shape[0], "s")

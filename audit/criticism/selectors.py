@@ -12,7 +12,9 @@ The four methods of Stock & Cisse (2018, section 3.3):
   criticisms are images flipped by the first step (``steps_to_flip == 1``), ranked by the
   adversarial class's probability, largest first (the most confidently fooled).
 - :class:`MMDCriticSelector`: MMD-critic (Kim et al. 2016) on the penultimate embeddings, solved
-  by the streaming sieve (default) or greedy; scores are each pick's marginal gain order.
+  greedily (default) or by the streaming sieve; prototypes are ranked in greedy order (the
+  sieve's set is reordered so), scored by J_b of the first ``rank`` of them; criticisms are
+  ranked by |witness|, largest first.
 - :class:`ProbabilitySelector`: prototypes have p(label) above a threshold (largest first),
   criticisms below one (smallest first).
 - :class:`RandomSelector`: a seeded draw, prototypes and criticisms disjoint.
@@ -56,8 +58,9 @@ class _Selector:
 class AdversarialSelector(_Selector):
     """Prototypes survive the attack; criticisms flip after one step.
 
-    ``fit(image_ids, steps_to_flip, margin, adv_prob)``: ``steps_to_flip`` uses -1 for never
-    flipped; ``margin`` is the clean p(label) - p(runner-up); ``adv_prob`` the adversarial
+    ``fit(image_ids, steps_to_flip, margin, adv_prob)`` takes the class's correctly classified
+    images only (the caller filters: with ``attack.target`` 'prediction' a misclassified image
+    can also never flip); ``steps_to_flip`` uses -1 for never flipped; ``margin`` is the clean p(label) - p(runner-up); ``adv_prob`` the adversarial
     class's probability.
     """
 
@@ -128,6 +131,17 @@ class RandomSelector(_Selector):
         return self
 
 
+def _greedy_order(x: np.ndarray, members: list[int], gamma: float) -> list[int]:
+    """``members`` reordered as greedy would pick them among themselves: each next one the
+    largest gain in J_b (ties: the earlier position)."""
+    order: list[int] = []
+    left = list(members)
+    while left:
+        gains = [mmd.prototype_objective(x, [*order, j], gamma) for j in left]
+        order.append(left.pop(int(np.argmax(gains))))
+    return order
+
+
 class MMDCriticSelector(_Selector):
     """MMD-critic on embeddings: prototypes maximise J_b, criticisms the regularised witness.
 
@@ -170,6 +184,8 @@ class MMDCriticSelector(_Selector):
             protos = mmd.sieve_prototypes(x, m, self.gamma_, eps=self.eps, order=order) if m else []
         if len(protos) < m:  # the sieve's best set can be smaller: extend it greedily
             protos = mmd.greedy_prototypes(x, m, self.gamma_, start=protos)
+        if self.solver != "greedy":  # the sieve keeps stream order: rank its set greedily
+            protos = _greedy_order(x, list(protos), self.gamma_)
         c = min(self.n_criticisms, len(ids) - len(protos))
         if c <= 0:
             crits: list[int] = []
@@ -181,6 +197,9 @@ class MMDCriticSelector(_Selector):
                 x, protos, c, self.gamma_, lam=self.lam, eps=self.eps, order=order
             )
         w = np.abs(mmd.witness(x, protos, self.gamma_, points=x[crits])) if crits else []
+        if crits and self.solver != "greedy":  # stream order -> largest |witness| first
+            order_w = np.argsort(-np.asarray(w), kind="stable")
+            crits, w = [crits[i] for i in order_w], np.asarray(w)[order_w]
         self.prototypes_ = [str(ids[i]) for i in protos]
         self.criticisms_ = [str(ids[i]) for i in crits]
         self.prototype_scores_ = [
