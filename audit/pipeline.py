@@ -16,7 +16,7 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -196,8 +196,10 @@ class _Pass:
         for i in range(self.shards_total):
             self.shards[i] = _Shard(expected=min(size, len(inputs) - i * size))
         self.committed: set[int] = set()
+        # what was listed, with each input's label and listing error: a corrected labels file
+        # at the same path is a change of inputs too
         self.fingerprint = hashlib.sha256(
-            "".join(f"{r.image_id}\t{r.uri}\n" for r in inputs).encode()
+            "".join(f"{r.image_id}\t{r.uri}\t{r.label}\t{r.error}\n" for r in inputs).encode()
         ).hexdigest()
         self.done = 0  # images whose rows reached the driver in this attempt or were committed
         self.done_at_start = 0
@@ -239,6 +241,8 @@ class _Pass:
         """Adopt the shards an earlier attempt committed; rebuild the counters from them."""
         committed = {int(k) for k in previous.get("shards", {}).get("committed", [])}
         names = {f"{t}/{shard_file(k)}.parquet" for t in TABLES_PER_IMAGE for k in committed}
+        # the files are only recorded here; the caller deletes the others once the manifest
+        # lists just these (store.remove_unlisted), so the manifest never names a deleted file
         self.store.adopt(previous.get("tables", {}), keep=lambda rel: rel in names)
         for k in committed:
             buf = self.shards.pop(k)
@@ -730,6 +734,30 @@ def _previous_attempt(store: RunStore, overwrite: bool) -> dict[str, Any] | None
     return previous
 
 
+def _check_same_model_and_device(
+    previous: Mapping[str, Any], model: LoadedModel, device: str, url: str
+) -> None:
+    """Refuse to resume with other weights (a checkpoint replaced at the same path, another
+    torchvision version) or on another device (bf16 on GPU against float32 on CPU): the
+    committed shards would then come from a different computation than the rest.
+
+    Raises:
+        ConfigError: naming what changed.
+    """
+    before = (previous.get("model") or {}).get("weights")
+    if before is not None and before != model.weights:
+        raise ConfigError(
+            f"The weights of run {url!r} changed since it started (was {before}, now "
+            f"{model.weights}): choose another 'output.run_id' or set output.overwrite=true."
+        )
+    ran_on = (previous.get("execution") or {}).get("device")
+    if ran_on is not None and ran_on != device:
+        raise ConfigError(
+            f"Run {url!r} started on {ran_on} and would resume on {device}: resume it on a "
+            f"{ran_on} cluster (predict.device={ran_on}), or set output.overwrite=true."
+        )
+
+
 def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult:
     """Run the audit pass end to end on the connected Ray cluster, or resume it.
 
@@ -779,15 +807,18 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
         if previous.get("data", {}).get("fingerprint") != state.fingerprint:
             raise ConfigError(
                 f"The inputs of run {store.url!r} changed since it started (the listed files "
-                "differ): choose another 'output.run_id' or set output.overwrite=true."
+                "or their labels differ): choose another 'output.run_id' or set "
+                "output.overwrite=true."
             )
+        _check_same_model_and_device(previous, model, device, store.url)
         state.resume(previous)
         state.manifest["execution"] = {"device": device, "num_actors": num_actors}
     else:
         state.store.prepare(cfg.output.overwrite)
         state.start_manifest(device, num_actors, seconds_listing)
-    state.add_listing_errors()
+    # a manifest first, so that a failure from here on is recorded and the run can be rerun
     state.write_manifest("running")
+    state.store.remove_unlisted()
     log.info(
         "run %s: %d inputs (%d listing errors), %d of %d shards to do, model %s on %s x%d",
         run_id,
@@ -802,6 +833,7 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
     if progress is not None:
         progress(state.done, state.total)
     try:
+        state.add_listing_errors()
         items = state.pending_items(explain_flags(cfg, listing, model))
         if items:
             ctx = DataContext.get_current()

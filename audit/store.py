@@ -245,9 +245,10 @@ class RunStore:
         """Take over the files an earlier attempt of this run committed (resume).
 
         Files listed in ``tables`` (the manifest's ``tables``) for which ``keep(rel)`` holds are
-        recorded as written, with their row counts read from their Parquet footers; every other
-        file under the table folders (uncommitted shards, an old ``selections``) is deleted, so
-        the folder holds exactly what the manifest will list.
+        recorded as written, with their row counts read from their Parquet footers. Nothing is
+        deleted here: once a manifest listing only these is written, :meth:`remove_unlisted`
+        deletes the rest (uncommitted shards, an old ``selections``), so that a manifest on disk
+        never lists a file that is gone.
         """
         for table in SCHEMAS:
             listed = [rel for rel in tables.get(table, {}).get("files", []) if keep(rel)]
@@ -256,10 +257,14 @@ class RunStore:
                 pq.ParquetFile(self.fs.open(self.path + "/" + rel, "rb")).metadata.num_rows
                 for rel in listed
             )
+
+    def remove_unlisted(self) -> None:
+        """Delete every file under the table folders that this store has not recorded."""
+        for table in SCHEMAS:
             folder = self.path + "/" + table
             if not self.fs.exists(folder):
                 continue
-            wanted = {self.path + "/" + rel for rel in listed}
+            wanted = {self.path + "/" + rel for rel in self.files[table]}
             for found in self.fs.ls(folder, detail=False):
                 if str(found).rstrip("/") not in wanted:
                     self.fs.rm(found, recursive=True)
@@ -288,9 +293,13 @@ class RunStore:
         def put() -> None:
             if isinstance(self.fs, LocalFileSystem):
                 tmp = f"{full}.{uuid.uuid4().hex}.tmp"
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.write(text)
-                os.replace(tmp, full)
+                try:
+                    with open(tmp, "w", encoding="utf-8") as f:
+                        f.write(text)
+                    os.replace(tmp, full)
+                finally:  # a failed attempt leaves no temp file behind
+                    if os.path.exists(tmp):
+                        os.remove(tmp)
             else:
                 self.fs.pipe_file(full, text.encode("utf-8"))
 

@@ -424,11 +424,13 @@ def test_duplicate_image_ids(tmp_path: Path, classes: ClassIndex) -> None:
 def test_duplicate_in_tuple_source(tmp_path: Path, classes: ClassIndex) -> None:
     a = str(tmp_path / "b" / "img.JPEG")
     b = str(tmp_path / "a" / "img.JPEG")
-    listing = list_inputs(DataConfig(source=(a, b, a)), classes)
+    # the same file named twice (however spelled) is one input; another file of the same name
+    # is a duplicate image id
+    listing = list_inputs(DataConfig(source=(a, b, Path(a).as_uri())), classes)
     assert [r.uri for r in listing.records] == [Path(b).as_uri()]
-    assert [r.error for r in listing.errors] == [
-        f"duplicate image_id (also at {Path(b).as_uri()})"
-    ] * 2
+    assert [(r.uri, r.error) for r in listing.errors] == [
+        (Path(a).as_uri(), f"duplicate image_id (also at {Path(b).as_uri()})")
+    ]
 
 
 # --------------------------------------------------------------------------- layout detection

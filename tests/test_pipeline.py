@@ -418,3 +418,28 @@ def test_unknown_explain_class_stops_before_the_run_folder_is_touched(
     with pytest.raises(ConfigError, match=r"'explain\.classes' field lists 'digit_10'"):
         run_audit(cfg)
     assert sorted(p.name for p in run.iterdir()) == ["precious.txt"]
+
+
+def test_a_file_listed_twice_is_one_input(tmp_path: Path, ray_local: None) -> None:
+    # it used to give two rows under one key, and the run failed after the whole pass
+    paths = []
+    for name in ("astronaut", "coffee"):
+        path = tmp_path / "in" / f"{name}.JPEG"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(encode(sample_photo(name)))
+        paths.append(str(path))
+    cfg = build_config(
+        {
+            "data": {"source": [paths[0], paths[1], Path(paths[0]).as_uri()]},
+            "model": {"name": "resnet18", "weights": "random"},
+            "attack": {"enabled": False},
+            "explain": {"enabled": False},
+            "criticism": {"enabled": False},
+            "output": {"root": str(tmp_path / "out"), "run_id": "twice", "shard_size": 2},
+        }
+    )
+    result = run_audit(cfg)
+    assert result.manifest["state"] == "succeeded"
+    preds = read_table(result.url, "predictions").column("image_id").to_pylist()
+    assert sorted(preds) == ["astronaut", "coffee"]
+    assert read_table(result.url, "errors").num_rows == 0

@@ -272,6 +272,17 @@ def test_resume_refuses_a_changed_config_and_a_finished_run(
     (tmp_path / "half" / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ConfigError, match=r"attack\.eps_step changed"):
         run_audit(build_config(small_config(tmp_path, "half", attack={"eps_step": 0.5})))
+    # other weights, or another device, would mix two computations in one run
+    for run_id, edit, message in (
+        ("w", ("model", "weights", "another checkpoint"), "weights of run .* changed"),
+        ("d", ("execution", "device", "cuda"), "started on cuda and would resume on cpu"),
+    ):
+        other = json.loads(json.dumps(m))
+        other[edit[0]][edit[1]] = edit[2]
+        (tmp_path / run_id).mkdir()
+        (tmp_path / run_id / "manifest.json").write_text(json.dumps(other))
+        with pytest.raises(ConfigError, match=message):
+            run_audit(build_config(small_config(tmp_path, run_id)))
 
 
 class _Poisoned(nn.Module):

@@ -90,3 +90,13 @@ def test_manifest_replace_leaves_no_temp_files(tmp_path: Path) -> None:
         store.write_manifest({"i": i})
     assert json.loads((tmp_path / "r" / "manifest.json").read_text()) == {"i": 4}
     assert [p.name for p in (tmp_path / "r").iterdir()] == ["manifest.json"]
+
+
+def test_a_failed_manifest_write_leaves_no_temp_file(tmp_path: Path) -> None:
+    # a folder where the manifest should go makes every rename fail, on the real filesystem
+    store = RunStore(str(tmp_path), "r")
+    store.prepare(False)
+    (tmp_path / "r" / "manifest.json" / "x").mkdir(parents=True)
+    with pytest.raises(OSError):
+        store.write_manifest({"run_id": "r"})
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["manifest.json"]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 import posixpath
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -49,6 +50,8 @@ from audit.data.classes import ClassIndex, imagenet_devkit_ids
 KAGGLE_LABELS = "LOC_val_solution.csv"
 DEVKIT_LABELS = "ILSVRC2012_validation_ground_truth.txt"
 KAGGLE_HEADER = ("ImageId", "PredictionString")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -252,11 +255,24 @@ def _image_id(path: str) -> str:
 
 
 def _list_uris(uris: Iterable[str], options: Mapping[str, Any]) -> list[InputRecord]:
-    """Records for an explicit list: no listing and no existence check (decode reports those)."""
+    """Records for an explicit list: no listing and no existence check (decode reports those).
+
+    A file named twice (however spelled: ``/d/x.png`` and ``file:///d/x.png``) is one input; the
+    repeats are left out with a warning.
+    """
     out = []
+    seen: set[str] = set()
+    repeats = 0
     for url in uris:
         fs, path = fsspec.core.url_to_fs(url, **options)
-        out.append(InputRecord(_image_id(path), fs.unstrip_protocol(path), None))
+        uri = fs.unstrip_protocol(path)
+        if uri in seen:
+            repeats += 1
+            continue
+        seen.add(uri)
+        out.append(InputRecord(_image_id(path), uri, None))
+    if repeats:
+        log.warning("data.source names %d file(s) more than once; each is one input", repeats)
     return out
 
 
