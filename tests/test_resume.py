@@ -326,3 +326,39 @@ def test_an_image_that_always_fails_becomes_an_error_row(tmp_path: Path) -> None
         probs = torch.softmax(model.net(x), dim=1).numpy()
     np.testing.assert_array_equal(out["top5_classes"][[0, 2], 0], probs.argmax(1))
     np.testing.assert_allclose(out["top5_probs"][[0, 2], 0], probs.max(1), rtol=1e-5)
+
+
+def test_failing_first_write_of_listing_errors_is_recorded_and_rerun(
+    tmp_path: Path, flaky: type[FlakyFileSystem], ray_local: None
+) -> None:
+    # Shard 0 holds only listing errors (files outside any class folder sort first): it is
+    # written before the pass starts. That write failing must still leave a 'failed' manifest,
+    # so that the same run can be rerun (it used to leave a folder without one, refused after).
+    from PIL import Image
+
+    data = tmp_path / "data"
+    (data / "digit_0").mkdir(parents=True)
+    for name in ("aaa_0.png", "aaa_1.png", "digit_0/zzz_0.png", "digit_0/zzz_1.png"):
+        Image.new("RGB", (40, 40), (90, 120, 200)).save(data / name)
+    raw = {
+        "data": {"source": str(data), "layout": "imagefolder"},
+        "attack": {"enabled": False},
+        "explain": {"enabled": False},
+        "criticism": {"enabled": False},
+        "output": {"root": f"flaky://{tmp_path}/out", "run_id": "first", "shard_size": 2},
+    }
+    flaky.target, flaky.failures = "errors/shard-00000", 10**6
+    with pytest.raises(OSError, match=r"errors/shard-00000.parquet .*failed 3 times"):
+        run_audit(build_config(raw))
+    m = json.loads((tmp_path / "out" / "first" / "manifest.json").read_text())
+    assert m["state"] == "failed" and m["shards"]["committed"] == []
+
+    flaky.failures = 0
+    result = run_audit(build_config(raw))
+    assert result.manifest["state"] == "succeeded"
+    run = str(tmp_path / "out" / "first")
+    assert read_table(run, "errors").column("image_id").to_pylist() == ["aaa_0", "aaa_1"]
+    assert sorted(read_table(run, "predictions").column("image_id").to_pylist()) == [
+        "zzz_0",
+        "zzz_1",
+    ]
