@@ -425,7 +425,7 @@ def logs(
     address: AddressOpt = None,
 ) -> None:
     """Print a job's driver logs (stdout and stderr of the entrypoint)."""
-    from audit.jobs import JobsError, call
+    from audit.jobs import JobsError, call, one_line
 
     client, api = _connect(address)
     found = _job(client, api, job)
@@ -447,8 +447,7 @@ def logs(
     try:
         asyncio.run(tail())
     except (RuntimeError, OSError, aiohttp.ClientError) as exc:
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _fail(f"lost the log stream of {sid}: {line}") from None
+        raise _fail(f"lost the log stream of {sid}: {one_line(exc)}") from None
 
 
 @app.command()

@@ -177,12 +177,13 @@ def connect(address: str | None = None) -> tuple[JobSubmissionClient, str]:
         # RuntimeError for an unknown scheme or a failed version check, KeyError for a reply
         # that is not a Ray dashboard's
         raise JobsError(
-            f"the Ray Jobs API at {url} did not answer as a Ray dashboard: {_one_line(exc)}"
+            f"the Ray Jobs API at {url} did not answer as a Ray dashboard: {one_line(exc)}"
         ) from None
     return client, url
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -194,9 +195,9 @@ def call(fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
     except AuthenticationError as exc:
-        raise JobsError(f"authentication failed: {_one_line(exc)}") from None
+        raise JobsError(f"authentication failed: {one_line(exc)}") from None
     except (RuntimeError, ValueError, OSError) as exc:  # OSError: requests' network errors
-        raise JobsError(_one_line(exc)) from None
+        raise JobsError(one_line(exc)) from None
 
 
 # --- submission ---------------------------------------------------------------------------

@@ -298,6 +298,16 @@ def _unknown_name(name: str) -> ConfigError:
     )
 
 
+def check_model_name(name: str) -> None:
+    """The name is registered (needs no weights, so a client can check before submitting).
+
+    Raises:
+        ConfigError: an unknown name; the message lists the valid ones.
+    """
+    if name not in list_models():
+        raise _unknown_name(name)
+
+
 def check_model_config(cfg: ModelConfig) -> None:
     """Cheap checks before any work: the name exists and the weights can be found.
 
@@ -308,8 +318,7 @@ def check_model_config(cfg: ModelConfig) -> None:
             that does not exist, or ``default`` torchvision weights missing from torch's cache
             while ``model.allow_download`` is false.
     """
-    if cfg.name not in list_models():
-        raise _unknown_name(cfg.name)
+    check_model_name(cfg.name)
     if cfg.weights == "random":
         return
     if cfg.weights != "default":

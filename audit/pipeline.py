@@ -38,7 +38,7 @@ from audit.config import (
 from audit.data.layouts import Listing, list_inputs
 from audit.metrics import AttackCounter, ErrorCounter
 from audit.model_actor import ModelActor, decode_batch
-from audit.models import LoadedModel, check_model_config, list_models, load_model
+from audit.models import LoadedModel, check_model_name, load_model
 from audit.store import ERRORS, EXPLANATIONS, SELECTIONS, RunStore, table_dataset, utc_now
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ class _Pass:
         run_id: str,
         model: LoadedModel,
         listing: Listing,
-        driver_only: str | None = None,
+        driver_only: tuple[str, ...],
     ):
         self.cfg = cfg
         self.driver_only = driver_only
@@ -279,10 +279,10 @@ class _Pass:
     def pending_items(self, flags: list[bool]) -> list[dict[str, Any]]:
         """The Ray Data input rows of the records in shards not committed yet.
 
-        Inputs on memory:// exist only in this process, and the embedded demo set only on this
-        machine (``driver_only``: it is rendered into the driver's cache, which the other nodes
-        of a cluster do not have), so their bytes travel with the rows (``data``; the demo set
-        is about 1 MB). Every other input is read by the decode tasks from its URI.
+        Inputs under a prefix of ``driver_only`` exist only for the driver (memory:// in this
+        process; the embedded demo set in this machine's cache, which the other nodes of a
+        cluster do not have), so their bytes travel with the rows (``data``; the demo set is
+        under 2 MB). Every other input is read by the decode tasks from its URI.
         """
         items = []
         for r, flag in zip(self.listing.records, flags, strict=True):
@@ -296,9 +296,7 @@ class _Pass:
                 "explain": flag,
                 "shard": shard,
             }
-            if r.uri.startswith("memory://") or (
-                self.driver_only is not None and r.uri.startswith(self.driver_only)
-            ):
+            if r.uri.startswith(self.driver_only):
                 item["data"] = _driver_bytes(r.uri)
             items.append(item)
         return items
@@ -667,8 +665,7 @@ def preflight(cfg: AuditConfig) -> None:
     Raises:
         ConfigError: with a one-line reason.
     """
-    if cfg.model.name not in list_models():
-        check_model_config(cfg.model)  # raises the unknown-name error with the valid names
+    check_model_name(cfg.model.name)
     if cfg.data.is_demo and cfg.model.name != "demo_digits":
         raise ConfigError(
             f"The 'data.source' field is 'demo' (handwritten digits) but model "
@@ -680,13 +677,12 @@ def preflight(cfg: AuditConfig) -> None:
 def prepare(cfg: AuditConfig) -> tuple[LoadedModel, DataConfig, Listing, float]:
     """Everything that can fail on bad configuration, before any work is scheduled.
 
-    Checks the model name and weights, loads the model on the driver, renders the demo set if
-    asked for, and lists the inputs.
+    Checks the model name (:func:`preflight`), loads the model on the driver (which checks the
+    weights first), renders the demo set if asked for, and lists the inputs.
 
     Raises:
         ConfigError: with a one-line reason.
     """
-    check_model_config(cfg.model)
     preflight(cfg)
     model = load_model(cfg.model)
     explain_class_indices(cfg, model)  # a typo stops here, before the run folder is touched
@@ -790,11 +786,11 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
         int(ray.cluster_resources().get("GPU", 0)) if device == "cuda" else 1
     )
 
-    # the demo set is rendered into this machine's cache only: its bytes travel with the rows
-    driver_only = None
+    # memory:// lives in this process, the demo set in this machine's cache only
+    driver_only: tuple[str, ...] = ("memory://",)
     if cfg.data.is_demo:
         fs, root = fsspec.core.url_to_fs(str(data.source))
-        driver_only = fs.unstrip_protocol(root).rstrip("/") + "/"
+        driver_only += (fs.unstrip_protocol(root).rstrip("/") + "/",)
     state = _Pass(dataclasses.replace(cfg, data=data), run_id, model, listing, driver_only)
     if previous is not None:
         changed = config_changes(previous.get("config", {}), state.cfg.to_dict())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SHARED_DATA
-from test_human_export import make_run
+from test_human_export import make_run, read_csv
 
 from audit.config import ConfigError
 from audit.human.config import ExportConfig, Study, TimeFilter
@@ -146,12 +146,7 @@ def batch(tmp_path: Path) -> tuple[HumanStore, list[dict[str, str]]]:
     run = make_run(tmp_path / "out")
     export_study(run, ExportConfig(study=Study.MISCLASSIFIED, batch="b"))
     store = HumanStore(run + "/human")
-    rows = list(
-        csv.DictReader(
-            io.StringIO(store.read_bytes("batches/misclassified-b/mturk_input.csv").decode())
-        )
-    )
-    return store, rows
+    return store, read_csv(store, "batches/misclassified-b/mturk_input.csv")
 
 
 def test_statuses_duplicates_and_missing(batch: tuple[HumanStore, list[dict[str, str]]]) -> None:
@@ -279,24 +274,14 @@ def test_results_of_another_batch_are_refused(tmp_path: Path) -> None:
     run = make_run(tmp_path / "out")
     export_study(run, ExportConfig(study=Study.ADVERSARIAL, batch="p"))
     store = HumanStore(run + "/human")
-    whole = list(
-        csv.DictReader(
-            io.StringIO(store.read_bytes("batches/adversarial-p-whole/mturk_input.csv").decode())
-        )
-    )
+    whole = read_csv(store, "batches/adversarial-p-whole/mturk_input.csv")
     text = results_csv(
         whole, [{"relevant": "yes"}] * len(whole), [{"worker": f"W{i}"} for i in range(len(whole))]
     )
     report = ingest_files(store, "adversarial-p-whole", [("whole.csv", text)], TimeFilter())
     assert report.statuses["kept"] == len(whole)
-    explanation = {
-        r["item_id"]: r
-        for r in csv.DictReader(
-            io.StringIO(
-                store.read_bytes("batches/adversarial-p-explanation/mturk_input.csv").decode()
-            )
-        )
-    }
+    shown = read_csv(store, "batches/adversarial-p-explanation/mturk_input.csv")
+    explanation = {r["item_id"]: r for r in shown}
     first = next(i for i, r in enumerate(whole) if explanation[r["item_id"]] != r)
     with pytest.raises(
         ResultsError,
