@@ -68,6 +68,10 @@ def run(
     try:
         cfg = _load(config, overrides, output, run_id)
         preflight(cfg)
+        if cfg.model.factory:  # this process builds the model: an unimportable one stops here
+            from audit.models.factory import import_factory
+
+            import_factory(cfg.model.factory)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
 
@@ -516,12 +520,37 @@ def list_jobs(
 
 
 @app.command()
-def models() -> None:
-    """List the model names the registry accepts."""
-    from audit.models import list_models
+def models(
+    pattern: Annotated[
+        str | None,
+        typer.Argument(help="Shell-style filter, e.g. 'resnet*' or 'timm/convnext*'."),
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="Only this source (torchvision, timm, ...).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List the models the registry accepts: name, source and evaluation transform."""
+    from audit.models import find_entry, list_models, sources
 
-    for name in list_models():
-        typer.echo(name)
+    rows = []
+    for name in list_models(pattern):
+        entry = find_entry(name)
+        if entry is None or (source and entry.source != source):
+            continue
+        rows.append({"name": name, "source": entry.source, "transform": entry.describe()})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    width = max((len(r["name"]) for r in rows), default=0)
+    for r in rows:
+        typer.echo(f"{r['name']:<{width}}  {r['source']:<11}  {r['transform']}")
+    for s in sources():
+        why = s.unavailable()
+        if why and (source is None or source == s.name):
+            typer.echo(f"({s.name}: {why})", err=True)
+    if not rows:
+        typer.echo("no model matches", err=True)
 
 
 def _register_subcommands() -> None:

@@ -100,24 +100,65 @@ class DataConfig:
         return self.layout is Layout.DEMO or self.source == DEMO_SOURCE
 
 
+INTERPOLATION_NAMES = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Overrides of the model's evaluation transform (``model.preprocess.<field>``); each unset
+    field keeps what the model's weights expect (torchvision's ``weights.transforms()``, timm's
+    pretrained config; for ``model.factory`` the standard ImageNet evaluation: resize 256, crop
+    224, bilinear, ImageNet mean/std).
+
+    Attributes:
+        resize: The shorter side after resizing, in pixels.
+        crop: The centre crop: one size (a square) or ``[h, w]``.
+        interpolation: One of ``nearest``, ``bilinear``, ``bicubic``, ``box``, ``hamming``,
+            ``lanczos`` (PIL's filters, antialiased).
+        mean: Per-channel mean of ``[0, 1]`` pixels (three values).
+        std: Per-channel standard deviation (three values > 0).
+    """
+
+    resize: int | None = None
+    crop: int | tuple[int, ...] | None = None
+    interpolation: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which classifier to audit.
 
     Attributes:
         name: A registry name (``audit-cli models`` lists them): a torchvision classifier such
-            as ``resnet101`` or the embedded ``demo_digits``.
-        weights: ``default`` (torchvision's standard cache, or the shipped demo weights),
-            ``random`` (seeded random initialisation, for tests), or a local path / fsspec URL
-            of a state dict loaded with ``weights_only=True``.
-        allow_download: Let torchvision download default weights missing from its cache.
-        seed: Seed for ``weights: random``.
+            as ``resnet101``, ``timm/<name>`` for any model timm knows (the ``timm`` extra), the
+            embedded ``demo_digits``, or a name a plugin registered. With ``factory`` set, the
+            model's label in the tables (default: the factory's module and callable).
+        weights: ``default`` (the source's default weights: torchvision's standard cache, the
+            timm/Hugging Face cache, the shipped demo weights), a torchvision weights name such
+            as ``IMAGENET1K_V1`` (from the cache), ``random`` (seeded random initialisation,
+            for tests), or a local path / fsspec URL of a state dict (``weights_only=True``;
+            safetensors too). With ``factory``: ``default`` keeps what the factory returned.
+        allow_download: Let torchvision or timm download weights missing from the local cache.
+        seed: Seed for ``weights: random`` (and around the factory call).
+        factory: ``module:callable`` returning an ``nn.Module`` (the user's own model), imported
+            from the working directory or an installed package.
+        classes: A class-list file for a model that does not predict ImageNet's 1000 classes:
+            one class per line, ``class_id`` optionally followed by a tab or comma and a name.
+        embedding_layer: Take the embedding at the output of this module (a qualified name
+            such as ``avgpool``) instead of the input of the last ``nn.Linear``.
+        preprocess: Overrides of the evaluation transform (:class:`PreprocessConfig`).
     """
 
     name: str = "demo_digits"
     weights: str = "default"
     allow_download: bool = False
     seed: int = 0
+    factory: str | None = None
+    classes: str | None = None
+    embedding_layer: str | None = None
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
 
 @dataclass(frozen=True)
@@ -347,6 +388,8 @@ _WNID = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, tuple):
@@ -374,6 +417,12 @@ def _describe(tp: Any) -> str:
 def _coerce(path: str, value: Any, tp: Any) -> Any:
     """Convert a YAML value to the annotated type or raise ConfigError naming ``path``."""
     origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, Mapping):
+            raise _bad(
+                path, value, "a mapping of " + ", ".join(f.name for f in dataclasses.fields(tp))
+            )
+        return _build_section(path, tp, value)
     if origin in (Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:
@@ -449,6 +498,48 @@ def _check_min(path: str, value: int | None, low: int) -> None:
         raise ConfigError(f"The '{path}' field must be an int >= {low}. Got {value!r} instead.")
 
 
+_FACTORY = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_.]*$"
+)
+
+
+def _validate_model(m: ModelConfig) -> None:
+    if m.factory is not None and not _FACTORY.match(m.factory):
+        raise ConfigError(
+            "The 'model.factory' field must be 'module:callable' (e.g. my_models:build). "
+            f"Got {m.factory!r} instead."
+        )
+    for name in ("classes", "embedding_layer"):
+        value = getattr(m, name)
+        if value is not None and not value.strip():
+            raise ConfigError(
+                f"The 'model.{name}' field must be non-empty or null. Got '' instead."
+            )
+    p = m.preprocess
+    _check_min("model.preprocess.resize", p.resize, 1)
+    crop = (p.crop,) if isinstance(p.crop, int) else p.crop
+    if crop is not None and (len(crop) not in (1, 2) or min(crop) < 1):
+        raise ConfigError(
+            "The 'model.preprocess.crop' field must be an int >= 1 or [h, w]. "
+            f"Got {p.crop!r} instead."
+        )
+    if p.interpolation is not None and p.interpolation not in INTERPOLATION_NAMES:
+        raise ConfigError(
+            "The 'model.preprocess.interpolation' field must be one of "
+            f"{', '.join(INTERPOLATION_NAMES)}. Got {p.interpolation!r} instead."
+        )
+    for name in ("mean", "std"):
+        values = getattr(p, name)
+        if values is None:
+            continue
+        low = 0.0 if name == "std" else -math.inf
+        if len(values) != 3 or not all(math.isfinite(v) and v > low for v in values):
+            rule = "3 finite floats > 0" if name == "std" else "3 finite floats"
+            raise ConfigError(
+                f"The 'model.preprocess.{name}' field must be {rule}. Got {list(values)!r} instead."
+            )
+
+
 def validate(cfg: AuditConfig) -> AuditConfig:
     """Cross-field and range checks; returns ``cfg`` unchanged or raises ConfigError."""
     d, m, p, a, o = cfg.data, cfg.model, cfg.predict, cfg.attack, cfg.output
@@ -486,6 +577,7 @@ def validate(cfg: AuditConfig) -> AuditConfig:
         raise ConfigError(
             "The 'model.weights' field must be 'default', 'random' or a path. Got '' instead."
         )
+    _validate_model(m)
     # numpy's generators take only non-negative seeds
     _check_min("model.seed", m.seed, 0)
     _check_min("explain.seed", cfg.explain.seed, 0)
@@ -564,10 +656,14 @@ def validate(cfg: AuditConfig) -> AuditConfig:
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
-    """Parse ``section.field=value`` (value is YAML: ``10``, ``true``, ``[a, b]``, ``null``)."""
+    """Parse ``section.field=value`` (value is YAML: ``10``, ``true``, ``[a, b]``, ``null``).
+
+    A nested field is ``section.field.sub=value`` (``model.preprocess.crop=299``); its key is
+    returned as ``field.sub``.
+    """
     key, sep, raw = text.partition("=")
     parts = key.strip().split(".")
-    if not sep or len(parts) != 2 or not all(parts):
+    if not sep or len(parts) not in (2, 3) or not all(parts):
         raise ConfigError(
             f"An override must look like 'section.field=value' (e.g. data.limit=100). Got {text!r} instead."
         )
@@ -575,7 +671,12 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return parts[0], parts[1], value
+    return parts[0], ".".join(parts[1:]), value
+
+
+def factory_label(factory: str) -> str:
+    """The default ``model.name`` of a factory model: ``pkg.mod:build`` -> ``pkg.mod.build``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", factory.replace(":", ".")).strip(".-_") or "factory"
 
 
 def build_config(
@@ -609,7 +710,19 @@ def build_config(
                 f"Unknown config section '{section}' in override {text!r}. "
                 f"Allowed sections: {', '.join(SECTIONS)}."
             )
-        merged[section][key] = value
+        field_name, _, sub = key.partition(".")
+        if sub:
+            inner = merged[section].get(field_name) or {}
+            if not isinstance(inner, Mapping):
+                raise ConfigError(
+                    f"The '{section}.{field_name}' field must be a mapping to take {text!r}."
+                )
+            merged[section][field_name] = {**inner, sub: value}
+        else:
+            merged[section][key] = value
+    factory = merged["model"].get("factory")
+    if isinstance(factory, str) and factory.strip() and "name" not in merged["model"]:
+        merged["model"]["name"] = factory_label(factory)
     sections = {name: _build_section(name, cls, merged[name]) for name, cls in SECTIONS.items()}
     return validate(AuditConfig(**sections))
 

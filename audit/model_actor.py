@@ -3,7 +3,7 @@
 Rows flow through the pass as numpy batches with these columns:
 
 - after :func:`decode_batch`: ``image_id``, ``uri``, ``label`` (int64, -1 unknown), ``image``
-  (``(n, 224, 224, 3) uint8``, zeros where decoding failed), ``error`` (str, ``""`` when fine),
+  (``(n, crop_h, crop_w, 3) uint8`` at the model's crop size, zeros where decoding failed), ``error`` (str, ``""`` when fine),
   ``stage`` (str, where it failed);
 - after :class:`ModelActor`: the same without ``image``, plus ``top5_classes``, ``top5_probs``,
   ``correct_top1``, ``correct_top5``, ``loss``, ``label_prob``, ``embedding`` (when kept), and with the attack on
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from audit.config import AttackConfig, AttackTarget, ExplainConfig, ExplainWhich, Variant
-from audit.data.decode import CROP, ImageLoadError, decode_image, load_image
+from audit.data.decode import ImageLoadError, decode_image, load_image
 from audit.data.segments import decode_segments, encode_segments
-from audit.models import AuditModel
+from audit.models import STANDARD, AuditModel, EvalTransform
 from audit.stages.attack import attack_columns
 from audit.stages.explain import explain, segment
 from audit.stages.predict import predict
@@ -44,10 +44,12 @@ def decode_batch(
     segmentation: str | None = None,
     seed: int = 0,
     jpeg_draft: bool = False,
+    transform: EvalTransform | dict[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Read and decode every row of ``batch``; failures become ``error``/``stage`` values.
 
-    ``jpeg_draft`` decodes large JPEGs in PIL's draft mode (``data.jpeg_draft``; see
+    ``transform`` is the model's evaluation transform (or its ``to_dict()``); unset means the
+    standard one (resize 256, crop 224). ``jpeg_draft`` decodes large JPEGs in PIL's draft mode (``data.jpeg_draft``; see
     :func:`audit.data.decode.decode_image`).
 
     Rows whose ``explain`` flag is set are also segmented into super-pixels here, in the CPU
@@ -55,7 +57,11 @@ def decode_batch(
     as PNG bytes in ``segments`` (empty for other rows).
     """
     n = len(batch["image_id"])
-    images = np.zeros((n, CROP, CROP, 3), dtype=np.uint8)
+    if transform is None:
+        transform = STANDARD
+    elif not isinstance(transform, EvalTransform):
+        transform = EvalTransform.from_dict(transform)
+    images = np.zeros((n, *transform.crop_hw, 3), dtype=np.uint8)
     errors = np.full(n, "", dtype=object)
     stages = np.full(n, "", dtype=object)
     segments = np.full(n, b"", dtype=object)
@@ -64,9 +70,11 @@ def decode_batch(
     for i, uri in enumerate(batch["uri"]):
         try:
             if carried is not None and len(carried[i]):
-                images[i] = decode_image(bytes(carried[i]), max_pixels, draft=jpeg_draft)
+                images[i] = decode_image(bytes(carried[i]), max_pixels, transform, draft=jpeg_draft)
             else:
-                images[i] = load_image(str(uri), max_pixels, storage_options, draft=jpeg_draft)
+                images[i] = load_image(
+                    str(uri), max_pixels, storage_options, transform=transform, draft=jpeg_draft
+                )
         except ImageLoadError as exc:
             errors[i], stages[i] = exc.reason, exc.stage
             continue

@@ -38,7 +38,7 @@ from audit.config import (
 from audit.data.layouts import Listing, list_inputs
 from audit.metrics import AttackCounter, ErrorCounter
 from audit.model_actor import ModelActor, decode_batch
-from audit.models import LoadedModel, check_model_name, load_model
+from audit.models import EvalTransform, LoadedModel, check_model_name, load_model
 from audit.store import ERRORS, EXPLANATIONS, SELECTIONS, RunStore, table_dataset, utc_now
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
 """Called with (images done, images total) as results arrive."""
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the model section records its source, transform and weights sha256; a ``classes`` table."""
 
 
 @dataclass(frozen=True)
@@ -499,13 +500,7 @@ class _Pass:
             "state": "running",
             "created": utc_now(),
             "config": self.cfg.to_dict(),
-            "model": {
-                "name": self.model.name,
-                "weights": self.model.weights,
-                "classes": self.model.classes.name,
-                "num_classes": len(self.model.classes),
-                "embedding_dim": self.model.embedding_dim,
-            },
+            "model": self.model.manifest(),
             "data": {
                 "source": _safe_source(self.cfg.data),
                 "layout": self.listing.layout.value,
@@ -658,14 +653,15 @@ def explain_class_indices(cfg: AuditConfig, model: LoadedModel) -> set[int]:
 
 
 def preflight(cfg: AuditConfig) -> None:
-    """The checks that need neither Ray, the data nor the weights: the model name exists, and
-    the demo set is run with the demo model. ``audit-cli run`` makes them before starting Ray
+    """The checks that need neither Ray, the data nor the weights: the model name exists (a
+    factory's name is only its label), and the demo set is run with the demo model. ``audit-cli run`` makes them before starting Ray
     and ``audit-cli submit`` before submitting (the weights may exist only on the cluster).
 
     Raises:
         ConfigError: with a one-line reason.
     """
-    check_model_name(cfg.model.name)
+    if not cfg.model.factory:  # with a factory, model.name is only its label
+        check_model_name(cfg.model.name)
     if cfg.data.is_demo and cfg.model.name != "demo_digits":
         raise ConfigError(
             f"The 'data.source' field is 'demo' (handwritten digits) but model "
@@ -734,17 +730,30 @@ def _check_same_model_and_device(
     previous: Mapping[str, Any], model: LoadedModel, device: str, url: str
 ) -> None:
     """Refuse to resume with other weights (a checkpoint replaced at the same path, another
-    torchvision version) or on another device (bf16 on GPU against float32 on CPU): the
-    committed shards would then come from a different computation than the rest.
+    torchvision version), another transform, or on another device (bf16 on GPU against float32
+    on CPU): the committed shards would then come from a different computation than the rest.
+
+    The weights are compared by their sha256, so the same file found under another
+    ``TORCH_HOME`` resumes.
 
     Raises:
         ConfigError: naming what changed.
     """
-    before = (previous.get("model") or {}).get("weights")
-    if before is not None and before != model.weights:
+    before = previous.get("model") or {}
+    digest = before.get("weights_sha256")
+    if digest is not None and digest != model.weights_sha256:
         raise ConfigError(
-            f"The weights of run {url!r} changed since it started (was {before}, now "
+            f"The weights of run {url!r} changed since it started (sha256 {digest[:12]}... "
+            f"from {before.get('weights')}, now {model.weights_sha256[:12]}... from "
             f"{model.weights}): choose another 'output.run_id' or set output.overwrite=true."
+        )
+    transform = before.get("transform")
+    if transform is not None and transform != model.transform.to_dict():
+        raise ConfigError(
+            f"The evaluation transform of run {url!r} changed since it started (was "
+            f"{EvalTransform.from_dict(transform).describe()}, now "
+            f"{model.transform.describe()}): choose another 'output.run_id' or set "
+            "output.overwrite=true."
         )
     ran_on = (previous.get("execution") or {}).get("device")
     if ran_on is not None and ran_on != device:
@@ -752,6 +761,20 @@ def _check_same_model_and_device(
             f"Run {url!r} started on {ran_on} and would resume on {device}: resume it on a "
             f"{ran_on} cluster (predict.device={ran_on}), or set output.overwrite=true."
         )
+
+
+def _write_classes(state: _Pass) -> None:
+    """The ``classes`` table: the model's output index -> class id and name."""
+    classes = state.model.classes
+    state.store.write(
+        "classes",
+        {
+            "index": list(range(len(classes))),
+            "class_id": list(classes.ids),
+            "name": list(classes.names),
+        },
+        name="all",
+    )
 
 
 def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult:
@@ -812,6 +835,7 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
     else:
         state.store.prepare(cfg.output.overwrite)
         state.start_manifest(device, num_actors, seconds_listing)
+    _write_classes(state)
     # a manifest first, so that a failure from here on is recorded and the run can be rerun
     state.write_manifest("running")
     state.store.remove_unlisted()
@@ -847,6 +871,7 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
                     "segmentation": cfg.explain.segmentation.value if cfg.explain.enabled else None,
                     "seed": cfg.explain.seed,
                     "jpeg_draft": cfg.data.jpeg_draft,
+                    "transform": model.transform.to_dict(),
                 },
                 num_cpus=1,
                 # Reserve memory for a batch of full-size decodes (ImageNet's largest is 36 MB

@@ -119,6 +119,14 @@ METRICS = pa.schema(
     ]
 )
 
+CLASSES = pa.schema(
+    [
+        pa.field("index", pa.int32(), nullable=False),  # the model's output index
+        pa.field("class_id", pa.string(), nullable=False),  # e.g. the WordNet id
+        pa.field("name", pa.string(), nullable=False),  # human-readable name
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "predictions": PREDICTIONS,
     "errors": ERRORS,
@@ -126,6 +134,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "explanations": EXPLANATIONS,
     "selections": SELECTIONS,
     "metrics": METRICS,
+    "classes": CLASSES,
 }
 
 MANIFEST = "manifest.json"
@@ -348,6 +357,21 @@ def read_table(run: str, table: str, storage_options: Mapping[str, Any] | None =
     if not files:
         return SCHEMAS[table].empty_table()
     return table_dataset(run, files, storage_options).to_table().cast(SCHEMAS[table])
+
+
+def read_classes(
+    run: str, storage_options: Mapping[str, Any] | None = None
+) -> tuple[list[str], list[str]] | None:
+    """``(class ids, names)`` in output-index order from a run's ``classes`` table, or None for
+    a run written before the table existed (or with it empty)."""
+    manifest = read_manifest(run, storage_options)
+    files = manifest.get("tables", {}).get("classes", {}).get("files", [])
+    if not files:
+        return None
+    t = table_dataset(run, files, storage_options).to_table().sort_by("index")
+    if not t.num_rows:
+        return None
+    return t.column("class_id").to_pylist(), t.column("name").to_pylist()
 
 
 def utc_now() -> str:

@@ -74,7 +74,12 @@ def format_summary(result_manifest: dict, url: str) -> str:
     pred = result_manifest.get("stages", {}).get("predict", {})
     lines = [
         f"run {result_manifest['run_id']}: {result_manifest['state']} -> {url}",
-        f"  model {result_manifest['model']['name']} ({result_manifest['model']['weights']})",
+        f"  model {result_manifest['model']['name']} ({result_manifest['model']['weights']})"
+        + (
+            f", {result_manifest['model']['transform_text']}"
+            if result_manifest["model"].get("transform_text")
+            else ""
+        ),
         f"  inputs {result_manifest['data']['inputs']}: predictions "
         f"{tables.get('predictions', {}).get('rows', 0)}, errors {tables.get('errors', {}).get('rows', 0)}",
         f"  predict: {pred.get('seconds', 0):.1f} s, {pred.get('images_per_second') or 0:.1f} images/s",

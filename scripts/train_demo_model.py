@@ -35,8 +35,8 @@ from audit.data.demo import (
     load_digit_arrays,
     render_demo_digit,
 )
-from audit.demo_model import DEMO_MEAN, DEMO_STD, DemoDigitsNet
 from audit.models import load_model
+from audit.models.demo_net import DEMO_MEAN, DEMO_STD, DemoDigitsNet
 
 SEED = 0
 VARIANTS = 4  # renderings of each training digit

@@ -85,7 +85,8 @@ def test_cpu_path_figures_are_sane(cpu_benchmark: tuple[str, dict, str]) -> None
     by_stage = {r["stage"]: r for r in figures["rows"]}
     for r in figures["rows"]:
         assert r["work"] > 0 and r["seconds"] > 0 and r["floor_seconds"] > 0
-        assert r["floor_seconds"] <= r["seconds"], r  # nothing beats the matmul peak
+        # (floor <= seconds holds on a quiet machine, but the peak is measured, so a loaded
+        # machine can break it: a timing, not a property of the code, and not asserted here)
         assert r["per_second"] == pytest.approx(r["work"] / r["seconds"])
         assert r["ratio"] >= 1.0
     early, full = by_stage["IFGSM, early exit"], by_stage["IFGSM, no early exit"]

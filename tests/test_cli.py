@@ -187,11 +187,8 @@ def test_unknown_model_lists_valid_names(
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["run", "--set", "model.name=resnet9000"])
     assert result.exit_code == 1
-    assert (
-        "resnet9000" in result.output
-        and "resnet18" in result.output
-        and "demo_digits" in result.output
-    )
+    assert "resnet9000" in result.output and "did you mean 'resnet50'" in result.output
+    assert "'audit-cli models' lists them" in result.output
     assert not (tmp_path / "audit-output").exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -20,37 +21,41 @@ from audit.config import DEFAULT_MAX_PIXELS, ConfigError, ModelConfig
 from audit.data.classes import imagenet_classes
 from audit.data.decode import IMAGENET_MEAN, IMAGENET_STD, decode_image
 from audit.data.demo import DIGIT_CLASSES, ensure_demo_dataset
-from audit.demo_model import DEMO_MEAN, DEMO_STD
 from audit.models import (
     AuditModel,
+    EvalTransform,
     check_model_config,
     find_classifier_layer,
     list_models,
     load_model,
     register_model,
 )
+from audit.models.demo_net import DEMO_MEAN, DEMO_STD
 
 RESNET18_FILE = "resnet18-f37072fd.pth"
 
 
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
-    """A private copy of the registry, so registrations made by a test do not leak."""
-    copy = dict(models._REGISTRY)
-    monkeypatch.setattr(models, "_REGISTRY", copy)
+    """A private copy of the code-registered models, so registrations made by a test do not
+    leak."""
+    from audit.models.demo import REGISTERED
+
+    copy = dict(REGISTERED.models)
+    monkeypatch.setattr(REGISTERED, "models", copy)
     yield copy
 
 
 @pytest.fixture
 def torch_home(monkeypatch: pytest.MonkeyPatch, tmp_path) -> str:
-    """An empty torch cache, and a torchvision that fails loudly if asked to download."""
+    """An empty torch cache, and a torch hub that fails loudly if asked to download."""
     home = str(tmp_path / "torch-home")
     monkeypatch.setenv("TORCH_HOME", home)
 
     def no_download(*args: object, **kwargs: object) -> None:
-        raise AssertionError("torchvision was asked to download weights")
+        raise AssertionError("torch hub was asked to download weights")
 
-    monkeypatch.setattr(ResNet18_Weights, "get_state_dict", no_download)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
     return home
 
 
@@ -67,9 +72,11 @@ def _random(name: str, seed: int = 0) -> models.LoadedModel:
 
 
 def test_register_model_then_duplicates_raise(registry: dict) -> None:
-    register_model("tiny_test", classes=lambda: DIGIT_CLASSES, mean=DEMO_MEAN, std=DEMO_STD)(_tiny)
+    small = EvalTransform(resize=(32,), crop=(32, 32), mean=DEMO_MEAN, std=DEMO_STD)
+    register_model("tiny_test", classes=lambda: DIGIT_CLASSES, transform=small)(_tiny)
     assert "tiny_test" in list_models()
     loaded = _random("tiny_test")
+    assert loaded.transform == small and loaded.source == "registered"
     assert loaded.classes is DIGIT_CLASSES
     assert loaded.embedding_dim == 48
     assert loaded.module(_inputs(size=32)).shape == (2, 10)
@@ -91,10 +98,8 @@ def test_unknown_name_lists_valid_names() -> None:
     msg = str(err.value)
     assert "\n" not in msg
     assert "'model.name'" in msg
-    assert "did you mean 'resnet18'" in msg
-    assert f"{len(list_models())} models are available" in msg
-    for name in list_models():
-        assert name in msg
+    assert "did you mean 'resnet18'" in msg or "or 'resnet18'" in msg
+    assert f"{len(list_models())} models are available ('audit-cli models' lists them)" in msg
     with pytest.raises(ConfigError, match="resnet19"):
         load_model(ModelConfig(name="resnet19", weights="random"))
 
@@ -106,6 +111,10 @@ def test_list_models() -> None:
     assert names == sorted(set(names))
     tv = set(torchvision.models.list_models(module=torchvision.models))
     assert tv - set(names) == {"squeezenet1_0", "squeezenet1_1"}
+    timm_names = [n for n in names if n.startswith("timm/")]
+    assert "timm/resnet18" in timm_names and len(timm_names) > 500
+    assert list_models("resnet1*") == ["resnet101", "resnet152", "resnet18"]
+    assert list_models("TIMM/CONVNEXT_TINY") == ["timm/convnext_tiny"]
 
 
 @pytest.mark.parametrize("name", sorted(models.EXCLUDED_TORCHVISION))
@@ -284,6 +293,8 @@ def test_default_weights_are_read_from_the_cache(torch_home: str) -> None:
     check_model_config(ModelConfig(name="resnet18"))
     loaded = load_model(ModelConfig(name="resnet18"))
     assert loaded.weights == f"torchvision ResNet18_Weights.IMAGENET1K_V1 ({path})"
+    with open(path, "rb") as f:
+        assert loaded.weights_sha256 == hashlib.sha256(f.read()).hexdigest()
     x = _inputs()
     with torch.no_grad():
         assert torch.equal(loaded.module(x), src.module(x))
@@ -309,20 +320,24 @@ def test_default_densenet_weights_with_legacy_key_names(torch_home: str) -> None
         torch.testing.assert_close(loaded.module(x), src.module(x))
 
 
-def test_allow_download_goes_through_torchvision(
+def test_allow_download_goes_through_torch_hub(
     torch_home: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With allow_download, a missing file is fetched by torch hub into the cache (checking its
+    hash), then read from there like a cached one."""
     src = _random("resnet18", seed=8)
-    calls: list[dict] = []
+    calls: list[tuple[str, str, object]] = []
 
-    def fake_download(self: ResNet18_Weights, **kwargs: object) -> dict:
-        calls.append(kwargs)
-        return src.module.net.state_dict()
+    def fake_download(url: str, dst: str, hash_prefix: object = None, **kwargs: object) -> None:
+        calls.append((url, dst, hash_prefix))
+        torch.save(src.module.net.state_dict(), dst)
 
-    monkeypatch.setattr(ResNet18_Weights, "get_state_dict", fake_download)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
     loaded = load_model(ModelConfig(name="resnet18", allow_download=True))
     assert len(calls) == 1
-    assert calls[0]["check_hash"] is True and calls[0]["weights_only"] is True
+    assert calls[0][0] == ResNet18_Weights.IMAGENET1K_V1.url
+    assert calls[0][2] == "f37072fd"  # torch hub checks the file's sha256 prefix
+    assert os.path.isfile(os.path.join(torch_home, "hub", "checkpoints", RESNET18_FILE))
     x = _inputs()
     with torch.no_grad():
         assert torch.equal(loaded.module(x), src.module(x))
@@ -334,7 +349,8 @@ def test_shipped_demo_weights_reach_95_percent(tmp_path) -> None:
     assert len(weights_file.read_bytes()) < 1_000_000
     loaded = load_model(ModelConfig())
     assert loaded.name == "demo_digits"
-    assert loaded.weights.startswith("package audit/weights/demo_digits.pt (sha256:")
+    assert loaded.weights == "package audit/weights/demo_digits.pt"
+    assert loaded.weights_sha256 == hashlib.sha256(weights_file.read_bytes()).hexdigest()
     assert loaded.classes is DIGIT_CLASSES
     root = ensure_demo_dataset(str(tmp_path))
     crops, labels = [], []

@@ -274,7 +274,7 @@ def test_resume_refuses_a_changed_config_and_a_finished_run(
         run_audit(build_config(small_config(tmp_path, "half", attack={"eps_step": 0.5})))
     # other weights, or another device, would mix two computations in one run
     for run_id, edit, message in (
-        ("w", ("model", "weights", "another checkpoint"), "weights of run .* changed"),
+        ("w", ("model", "weights_sha256", "0" * 64), "weights of run .* changed"),
         ("d", ("execution", "device", "cuda"), "started on cuda and would resume on cpu"),
     ):
         other = json.loads(json.dumps(m))

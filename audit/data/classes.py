@@ -66,3 +66,43 @@ def imagenet_classes() -> ClassIndex:
 def imagenet_devkit_ids() -> dict[int, str]:
     """Devkit ``ILSVRC2012_ID`` (1..1000) -> WordNet id."""
     return {int(r[2]): r[1] for r in _rows()}
+
+
+def read_class_list(uri: str) -> ClassIndex:
+    """A class list from a text file (local path or fsspec URL) for ``model.classes``.
+
+    One class per line in output-index order: the class id, optionally followed by a tab or a
+    comma and a human-readable name (the id stands in when there is none). Blank lines and
+    lines starting with ``#`` are skipped. The list is named after the file's stem.
+
+    Raises:
+        ConfigError: the file cannot be read, is empty, or repeats an id.
+    """
+    import fsspec
+
+    from audit.config import ConfigError
+
+    try:
+        with fsspec.open(uri, "r", encoding="utf-8") as f:
+            text = f.read()
+    except Exception as exc:
+        raise ConfigError(
+            f"The 'model.classes' file {uri!r} cannot be read: {type(exc).__name__}: {exc}"
+        ) from None
+    ids: list[str] = []
+    names: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        sep = "\t" if "\t" in line else ","
+        class_id, _, name = line.partition(sep)
+        ids.append(class_id.strip())
+        names.append(name.strip() or class_id.strip())
+    if not ids:
+        raise ConfigError(f"The 'model.classes' file {uri!r} lists no class.")
+    stem = uri.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0] or "classes"
+    try:
+        return ClassIndex(stem, tuple(ids), tuple(names))
+    except ValueError as exc:
+        raise ConfigError(f"The 'model.classes' file {uri!r} is not a class list: {exc}") from None

@@ -1,9 +1,11 @@
-"""Read and decode one image into the standard evaluation crop, or say why it cannot be.
+"""Read and decode one image into the model's evaluation crop, or say why it cannot be.
 
-The standard ImageNet evaluation transform is: convert to RGB, resize the shorter side to 256
-(bilinear, antialiased, as torchvision's ``Resize(256)`` on a PIL image), center-crop 224. The
-result is kept as ``(224, 224, 3) uint8`` so that later stages reuse it without decoding again;
-normalisation by the ImageNet mean/std happens inside the model wrapper.
+The crop is the model's own :class:`~audit.models.transform.EvalTransform` (resize, centre crop,
+interpolation: torchvision's ``weights.transforms()``, timm's pretrained config, or
+``model.preprocess``) applied to the image converted to RGB; the default is the standard
+ImageNet evaluation (resize the shorter side to 256, bilinear, centre crop 224). The result is
+kept as ``(crop_h, crop_w, 3) uint8`` so that later stages reuse it without decoding again;
+normalisation by the model's mean/std happens inside the model wrapper.
 
 Odd but valid files decode like any other (grayscale, CMYK, RGBA, palette, 16-bit, a PNG under a
 ``.JPEG`` name, a 1x1 image). Broken ones raise :class:`ImageLoadError` with a short reason.
@@ -11,10 +13,10 @@ Odd but valid files decode like any other (grayscale, CMYK, RGBA, palette, 16-bi
 **JPEG draft mode** (``draft=True``, off by default): libjpeg can decode a JPEG at 1/2, 1/4 or
 1/8 scale in the DCT domain, skipping most of the inverse DCT and the colour conversion of the
 full-size image. :func:`decode_image` then asks for the smallest such scale whose shorter side
-is still at least ``resize`` and applies the exact resize and crop to that. The result is close to
+is still at least the transform's resize and applies the exact resize and crop to that. The result is close to
 the exact transform but not bit-identical (the DCT-domain downscale is a box-like filter, not
-the antialiased bilinear one). Only JPEGs whose shorter side is at least ``2 * resize`` (512 px)
-are affected; ImageNet's typical 500x375 images are decoded exactly as without it.
+the antialiased one). Only JPEGs whose shorter side is at least twice the resize (512 px for
+resize 256) are affected; ImageNet's typical 500x375 images are decoded exactly as without it.
 """
 
 from __future__ import annotations
@@ -29,16 +31,12 @@ from typing import Any
 import fsspec
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as tvf
+
+from audit.models.transform import IMAGENET_MEAN, IMAGENET_STD, MAX_ASPECT, STANDARD, EvalTransform
 
 RESIZE = 256
 CROP = 224
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# Beyond this aspect ratio the source is center-cut first, so a 1x100000 strip cannot blow up
-# into a multi-gigabyte resize. ImageNet's most elongated images are far below it.
-MAX_ASPECT = 16.0
+__all__ = ["CROP", "IMAGENET_MEAN", "IMAGENET_STD", "MAX_ASPECT", "RESIZE", "EvalTransform"]
 
 
 class ImageLoadError(Exception):
@@ -101,29 +99,15 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def eval_crop(img: Image.Image, resize: int = RESIZE, crop: int = CROP) -> np.ndarray:
-    """Apply the standard evaluation transform to a PIL image.
+def eval_crop(img: Image.Image, transform: EvalTransform = STANDARD) -> np.ndarray:
+    """Apply ``transform``'s resize and centre crop to a PIL image (converted with :func:`to_rgb`).
 
     Returns:
-        ``(crop, crop, 3) uint8``, identical to torchvision's
-        ``Compose([Resize(resize), CenterCrop(crop)])`` on ``to_rgb(img)`` for images whose aspect
-        ratio is at most ``MAX_ASPECT``.
+        ``(crop_h, crop_w, 3) uint8``, identical to the reference transform's resize and crop
+        (torchvision's ``weights.transforms()``, timm's eval transform) followed by
+        ``pil_to_tensor`` for images whose aspect ratio is at most ``MAX_ASPECT``.
     """
-    img = to_rgb(img)
-    w, h = img.size
-    short, long_ = min(w, h), max(w, h)
-    if long_ > MAX_ASPECT * short:
-        keep = int(MAX_ASPECT * short)
-        keep += (long_ - keep) % 2  # an even margin on both sides: the cut keeps the centre
-        if w > h:
-            left = (w - keep) // 2
-            img = img.crop((left, 0, left + keep, h))
-        else:
-            top = (h - keep) // 2
-            img = img.crop((0, top, w, top + keep))
-    img = tvf.resize(img, [resize], interpolation=InterpolationMode.BILINEAR, antialias=True)
-    img = tvf.center_crop(img, [crop, crop])
-    return np.asarray(img, dtype=np.uint8).copy()
+    return transform.apply(to_rgb(img))
 
 
 def draft_size(width: int, height: int, resize: int = RESIZE) -> tuple[int, int]:
@@ -161,8 +145,7 @@ def _open(data: bytes, max_pixels: int) -> Iterator[Image.Image]:
 def decode_image(
     data: bytes,
     max_pixels: int,
-    resize: int = RESIZE,
-    crop: int = CROP,
+    transform: EvalTransform = STANDARD,
     *,
     draft: bool = False,
 ) -> np.ndarray:
@@ -172,13 +155,14 @@ def decode_image(
         data: The file's bytes, whatever its name says the format is.
         max_pixels: Images with more pixels (width * height, read from the header before
             decoding) are refused as decompression bombs.
+        transform: The model's evaluation transform.
         draft: JPEGs only: decode at the smallest DCT scale (1/2, 1/4, 1/8) whose shorter side
-            stays >= ``resize`` before the exact resize (faster on large JPEGs, not
-            bit-identical). Other formats and JPEGs with a shorter side under ``2 * resize``
+            stays >= the resize before the exact resize (faster on large JPEGs, not
+            bit-identical). Other formats and JPEGs with a shorter side under twice the resize
             decode as without it.
 
     Returns:
-        ``(crop, crop, 3) uint8``.
+        ``(crop_h, crop_w, 3) uint8``.
 
     Raises:
         ImageLoadError: with stage ``decode``: empty file, not an image, truncated or corrupt
@@ -198,10 +182,11 @@ def decode_image(
                     )
                 if w < 1 or h < 1:
                     raise ImageLoadError("decode", f"image has no pixels ({w}x{h})")
+                resize = _draft_target(transform, w, h)
                 if draft and img.format in ("JPEG", "MPO") and min(w, h) >= 2 * resize:
                     img.draft(img.mode, draft_size(w, h, resize))
                 img.load()
-                return eval_crop(img, resize, crop)
+                return eval_crop(img, transform)
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
@@ -215,12 +200,18 @@ def decode_image(
         raise ImageLoadError("decode", "out of memory while decoding") from None
 
 
+def _draft_target(transform: EvalTransform, width: int, height: int) -> int:
+    """The shorter side the resize step makes of a ``width x height`` image."""
+    return min(transform.resized_size(width, height))
+
+
 def load_image(
     uri: str,
     max_pixels: int,
     storage_options: Mapping[str, Any] | None = None,
     *,
+    transform: EvalTransform = STANDARD,
     draft: bool = False,
 ) -> np.ndarray:
     """:func:`read_bytes` then :func:`decode_image`; raises :class:`ImageLoadError`."""
-    return decode_image(read_bytes(uri, storage_options), max_pixels, draft=draft)
+    return decode_image(read_bytes(uri, storage_options), max_pixels, transform, draft=draft)

@@ -41,7 +41,8 @@ from audit.human.studies import (
     images_per_row,
     misclassified_items,
 )
-from audit.store import read_manifest, utc_now
+from audit.models.transform import EvalTransform
+from audit.store import read_classes, read_manifest, utc_now
 
 ADVERSARIAL_COLUMNS = [
     "image_id", "label", "steps_to_flip", "adv_class", "stored_flips", "image_png"
@@ -80,6 +81,24 @@ def class_index(name: str) -> ClassIndex:
 
         return DIGIT_CLASSES
     raise StudyError(f"unknown class list {name!r} in the run's manifest")
+
+
+def run_class_index(
+    run: str, manifest: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None
+) -> ClassIndex:
+    """The run's class list: its ``classes`` table, or for an older run the shipped list its
+    manifest names.
+
+    Raises:
+        StudyError: An older run with an unknown class list.
+    """
+    found = read_classes(run, storage_options)
+    if found is not None:
+        ids, names = found
+        return ClassIndex(
+            str(manifest.get("model", {}).get("classes", "classes")), tuple(ids), tuple(names)
+        )
+    return class_index(str(manifest["model"]["classes"]))
 
 
 def template(name: str) -> str:
@@ -241,7 +260,7 @@ def export_study(
     """
     manifest = read_manifest(run, storage_options)
     run_id = str(manifest["run_id"])
-    classes = class_index(str(manifest["model"]["classes"]))
+    classes = run_class_index(run, manifest, storage_options)
     store = HumanStore(human_root(run, output), storage_options)
     predictions = read_columns(
         run,
@@ -291,6 +310,7 @@ def export_study(
         storage_options=storage_options,
         max_pixels=int(data_cfg.get("max_pixels") or DEFAULT_MAX_PIXELS),
         draft=bool(data_cfg.get("jpeg_draft")),
+        transform=EvalTransform.from_dict(manifest.get("model", {}).get("transform")),
         **renderer_kw,
     )
     refs = {

@@ -1,6 +1,7 @@
 """Render the images raters see as PNG bytes, under names that reveal nothing.
 
-* ``crop``: the 224x224 evaluation crop of the input (``audit.data.decode``), what the model saw;
+* ``crop``: the evaluation crop of the input with the run's recorded transform
+  (``audit.data.decode``), what the model saw;
 * ``adversarial``: the stored adversarial image (``adversarial.image_png``);
 * ``explanation``: the adversarial image with only its top-K LIME super-pixels visible
   (``audit.stages.explain.attention_image`` on the adversarial explanation's segments).
@@ -25,6 +26,7 @@ from audit.config import DEFAULT_MAX_PIXELS
 from audit.data.decode import ImageLoadError, load_image
 from audit.data.segments import decode_segments
 from audit.human.studies import ImageRef, StudyError
+from audit.models.transform import STANDARD, EvalTransform
 from audit.stages.explain import attention_image
 
 
@@ -67,6 +69,7 @@ class Renderer:
         storage_options: fsspec options for reading the inputs.
         max_pixels: The run's ``data.max_pixels``.
         draft: The run's ``data.jpeg_draft``, so that a crop is the one the model saw.
+        transform: The run's evaluation transform (its manifest's ``model.transform``).
     """
 
     def __init__(
@@ -78,8 +81,10 @@ class Renderer:
         storage_options: Mapping[str, Any] | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         draft: bool = False,
+        transform: EvalTransform = STANDARD,
     ) -> None:
         self.uris = uris
+        self.transform = transform
         self.max_pixels = max_pixels
         self.draft = draft
         self.adversarial = adversarial or {}
@@ -99,7 +104,13 @@ class Renderer:
                 raise StudyError(f"image {ref.image_id!r} is not in the predictions table")
             try:
                 return png_bytes(
-                    load_image(uri, self.max_pixels, self.storage_options, draft=self.draft)
+                    load_image(
+                        uri,
+                        self.max_pixels,
+                        self.storage_options,
+                        transform=self.transform,
+                        draft=self.draft,
+                    )
                 )
             except ImageLoadError as exc:
                 raise StudyError(f"cannot render {uri}: {exc}") from None

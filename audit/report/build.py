@@ -133,7 +133,7 @@ def _metrics_by_scope(run: RunData) -> dict[str, dict[str, tuple[float, int]]]:
 def _crop(ctx: _Context, run: RunData, pred: Mapping[str, Any] | None) -> np.ndarray | str:
     if pred is None:
         return "image not in the predictions table"
-    return ctx.pictures.crop(pred["uri"], run.max_pixels, run.jpeg_draft)
+    return ctx.pictures.crop(pred["uri"], run.max_pixels, run.jpeg_draft, run.transform)
 
 
 def _explanation_tile(

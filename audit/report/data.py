@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from audit.config import ConfigError
 from audit.data.classes import ClassIndex
+from audit.models.transform import EvalTransform
 from audit.store import MANIFEST, SCHEMAS, read_manifest, table_dataset
 
 HUMAN_TABLES = "human/tables"
@@ -107,17 +108,33 @@ class RunData:
         return int(value) if isinstance(value, int) else 89_478_485
 
     @property
+    def transform(self) -> EvalTransform:
+        """The evaluation transform the run's model used (resize 256 / crop 224 for a run
+        written before transforms were recorded)."""
+        return EvalTransform.from_dict(self.manifest.get("model", {}).get("transform"))
+
+    @property
     def jpeg_draft(self) -> bool:
         """Whether the run decoded large JPEGs in draft mode (``data.jpeg_draft``)."""
         return bool(self.manifest.get("config", {}).get("data", {}).get("jpeg_draft"))
 
 
-def class_names(manifest: Mapping[str, Any], selections: pa.Table | None = None) -> ClassNames:
-    """The class list a run's model used, named by ``manifest['model']['classes']``.
+def class_names(
+    manifest: Mapping[str, Any],
+    selections: pa.Table | None = None,
+    classes: pa.Table | None = None,
+) -> ClassNames:
+    """The class list a run's model used: its ``classes`` table, or for a run written before
+    that table existed the list ``manifest['model']['classes']`` names.
 
     The shipped lists (``imagenet``, ``digits``) give names; for another list the ids come from
     the selections table where it has them, and the index stands in for the rest.
     """
+    if classes is not None and classes.num_rows:
+        ordered = classes.sort_by("index")
+        return ClassNames(
+            tuple(ordered.column("class_id").to_pylist()), tuple(ordered.column("name").to_pylist())
+        )
     from audit.data.classes import imagenet_classes
     from audit.data.demo import DIGIT_CLASSES
 
@@ -238,7 +255,7 @@ def load_run(run: str, storage_options: Mapping[str, Any] | None = None) -> RunD
     return RunData(
         url=run,
         manifest=manifest,
-        classes=class_names(manifest, tables["selections"]),
+        classes=class_names(manifest, tables["selections"], tables["classes"]),
         tables=tables,
         human=human,
         human_figures=figures,

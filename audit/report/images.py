@@ -1,7 +1,8 @@
 """Pictures for the report: the stored images' crops, LIME attention images and explanation
 paths from the stored segment maps, as small embedded JPEG/PNG data URIs under a size budget.
 
-The crop is the same 224x224 evaluation crop the model saw (:mod:`audit.data.decode`); LIME is
+The crop is the evaluation crop the model saw, made with the transform its manifest records
+(:mod:`audit.data.decode`); LIME is
 never recomputed: the segment map and ``top_features`` come from the ``explanations`` table.
 """
 
@@ -19,6 +20,7 @@ from PIL import Image
 
 from audit.data.decode import ImageLoadError, load_image
 from audit.data.segments import decode_segments
+from audit.models.transform import STANDARD, EvalTransform
 from audit.stages.explain import attention_image
 
 HIDDEN_GREY = 127
@@ -112,18 +114,28 @@ class Pictures:
         self.quality = quality
         self.storage_options = dict(storage_options or {})
         self.cache_size = cache_size
-        self._crops: OrderedDict[tuple[str, int, bool], np.ndarray | str] = OrderedDict()
+        self._crops: OrderedDict[tuple[str, int, bool, EvalTransform], np.ndarray | str] = (
+            OrderedDict()
+        )
 
-    def crop(self, uri: str, max_pixels: int, draft: bool = False) -> np.ndarray | str:
-        """The 224x224 evaluation crop of the image at ``uri`` as the run decoded it (``draft``:
-        its ``data.jpeg_draft``), or a one-line reason why not."""
-        key = (uri, max_pixels, draft)
+    def crop(
+        self,
+        uri: str,
+        max_pixels: int,
+        draft: bool = False,
+        transform: EvalTransform = STANDARD,
+    ) -> np.ndarray | str:
+        """The evaluation crop of the image at ``uri`` as the run decoded it (``draft``: its
+        ``data.jpeg_draft``; ``transform``: its model's), or a one-line reason why not."""
+        key = (uri, max_pixels, draft, transform)
         if key in self._crops:
             self._crops.move_to_end(key)
             return self._crops[key]
         result: np.ndarray | str
         try:
-            result = load_image(uri, max_pixels, self.storage_options, draft=draft)
+            result = load_image(
+                uri, max_pixels, self.storage_options, transform=transform, draft=draft
+            )
         except ImageLoadError as exc:
             result = f"image unavailable ({exc.stage}: {exc.reason})"
         self._crops[key] = result
@@ -163,7 +175,7 @@ def attention(
     """The image with only its ``k`` most important super-pixels visible (the rest grey).
 
     Args:
-        image: The crop the explanation was computed on, ``(224, 224, 3) uint8``, or a reason.
+        image: The crop the explanation was computed on, ``(h, w, 3) uint8``, or a reason.
         segments_png: The ``explanations.segments`` value.
         top_features: The ``explanations.top_features`` value, most important first.
         k: How many super-pixels to show.
