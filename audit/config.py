@@ -1,10 +1,15 @@
 """Run configuration: frozen dataclasses loaded from YAML plus ``section.field=value`` overrides.
 
-Everything is validated once, in :func:`load_config` / :func:`build_config`, before any work
-starts. A bad value raises :class:`ConfigError` whose message is one line naming the field, the
-value and what is allowed, e.g.::
+Every config dataclass checks its own fields when it is built (``__post_init__``), whether it
+comes from :func:`load_config` / :func:`build_config` or from code, and :class:`AuditConfig`
+checks the rules that span sections. A bad value raises :class:`ConfigError` whose message is
+one line naming the field, the value and what is allowed, e.g.::
 
     The 'predict.batch_size' field must be an int >= 1. Got 0 instead.
+
+The checks are declared as rules in scikit-learn's constraint style (:class:`Interval`,
+:class:`Options`, :class:`Text`, :class:`Items`, :class:`InstanceOf`), one tuple of rules per
+field in a class's ``RULES``; :func:`check` applies them and writes the one message.
 """
 
 from __future__ import annotations
@@ -13,19 +18,251 @@ import dataclasses
 import datetime
 import json
 import math
+import numbers
 import re
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid. The message is a single line meant for the user."""
+
+
+# ------------------------------------------------------------------ rules and the one message
+
+
+class Rule:
+    """A constraint on one field's value.
+
+    ``fits`` says whether the value is of the kind the rule is about (an int, a string, a list);
+    ``holds`` whether such a value is allowed; ``convert`` normalises an allowed value (a string
+    to its Enum member, a list to a tuple); ``str(rule)`` describes the allowed values.
+    """
+
+    def fits(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def holds(self, value: Any) -> bool:
+        return True
+
+    def convert(self, value: Any) -> Any:
+        return value
+
+
+@dataclass(frozen=True)
+class Interval(Rule):
+    """Numbers of ``type`` (``int`` or ``float``; bools are neither) between ``left`` and
+    ``right`` (``None``: unbounded), ``closed`` on both ends, the ``left``, the ``right`` or
+    ``neither``. Floats must be finite unless ``finite=False``; ints given for a float become
+    floats."""
+
+    type: type
+    left: float | None
+    right: float | None
+    closed: Literal["both", "left", "right", "neither"] = "both"
+    finite: bool = True
+
+    def fits(self, value: Any) -> bool:
+        kind = numbers.Integral if self.type is int else numbers.Real
+        return isinstance(value, kind) and not isinstance(value, bool)
+
+    def holds(self, value: Any) -> bool:
+        if self.type is float and self.finite and not math.isfinite(value):
+            return False
+        low = self.left is None or (value >= self.left if self._closed_left else value > self.left)
+        high = self.right is None or (
+            value <= self.right if self._closed_right else value < self.right
+        )
+        return low and high
+
+    def convert(self, value: Any) -> Any:
+        return self.type(value)
+
+    @property
+    def _closed_left(self) -> bool:
+        return self.closed in ("both", "left")
+
+    @property
+    def _closed_right(self) -> bool:
+        return self.closed in ("both", "right")
+
+    def __str__(self) -> str:
+        kind = "an int" if self.type is int else "a float"
+        if self.left is not None and self.right is not None:
+            lo, hi = "[" if self._closed_left else "(", "]" if self._closed_right else ")"
+            return f"{kind} in {lo}{self.left}, {self.right}{hi}"
+        if self.left is not None:
+            return f"{kind} {'>=' if self._closed_left else '>'} {self.left}"
+        if self.right is not None:
+            return f"{kind} {'<=' if self._closed_right else '<'} {self.right}"
+        return "a finite float" if self.type is float and self.finite else kind
+
+
+class Options(Rule):
+    """One of the values of a ``str`` Enum (the value is converted to its member), or one of a
+    tuple of strings."""
+
+    def __init__(self, choices: type[Enum] | tuple[str, ...]) -> None:
+        self.enum = choices if isinstance(choices, type) else None
+        self.values = tuple(m.value for m in choices) if isinstance(choices, type) else choices
+
+    def fits(self, value: Any) -> bool:
+        return isinstance(value, str)
+
+    def holds(self, value: Any) -> bool:
+        return value in self.values
+
+    def convert(self, value: Any) -> Any:
+        return self.enum(value) if self.enum is not None else str(value)
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(repr(v) for v in self.values)
+
+
+@dataclass(frozen=True)
+class Text(Rule):
+    """A string that is not blank, or that matches ``pattern`` in full; ``description`` says
+    what is allowed."""
+
+    description: str = "a non-empty string"
+    pattern: str | None = None
+
+    def fits(self, value: Any) -> bool:
+        return isinstance(value, str)
+
+    def holds(self, value: Any) -> bool:
+        if self.pattern is None:
+            return bool(value.strip())
+        return re.fullmatch(self.pattern, value) is not None
+
+    def __str__(self) -> str:
+        return self.description
+
+
+@dataclass(frozen=True)
+class Items(Rule):
+    """A list (or tuple; it becomes a tuple) of ``min_len`` to ``max_len`` values that each
+    satisfy ``item``, all distinct with ``unique``."""
+
+    item: Rule
+    description: str | None = None
+    min_len: int = 0
+    max_len: int | None = None
+    unique: bool = False
+
+    def fits(self, value: Any) -> bool:
+        return isinstance(value, (list, tuple))
+
+    def holds(self, value: Any) -> bool:
+        n = len(value)
+        return (
+            n >= self.min_len
+            and (self.max_len is None or n <= self.max_len)
+            and all(self.item.fits(v) and self.item.holds(v) for v in value)
+            and (not self.unique or len(set(value)) == n)
+        )
+
+    def convert(self, value: Any) -> Any:
+        return tuple(self.item.convert(v) for v in value)
+
+    def __str__(self) -> str:
+        return self.description or f"a list of {self.item}"
+
+
+@dataclass(frozen=True)
+class InstanceOf(Rule):
+    """Any instance of ``type``."""
+
+    type: type
+    description: str
+
+    def fits(self, value: Any) -> bool:
+        return isinstance(value, self.type)
+
+    def __str__(self) -> str:
+        return self.description
+
+
+FieldRules = Rule | None | tuple[Rule | None, ...]
+"""A field's rules: one rule, or a tuple of rules any of which may hold; ``None`` allows null."""
+
+BOOL = InstanceOf(bool, "a bool (true or false)")
+STRING = InstanceOf(str, "a string")
+MAPPING = InstanceOf(Mapping, "a mapping")
+POSITIVE = Interval(int, 1, None)
+NON_NEGATIVE = Interval(int, 0, None)
+FINITE = Interval(float, None, None)
+
+
+def config_error(path: str, value: Any, allowed: str, owner: str | None = None) -> ConfigError:
+    """The one message of a bad value: ``The '<path>' field must be <allowed>. Got <value>
+    instead.`` (``The '<path>' parameter of <owner> ...`` for a class outside the run config)."""
+    subject = f"'{path}' field" if owner is None else f"'{path}' parameter of {owner}"
+    # storage options may hold credentials: never echo them
+    if path.endswith("storage_options"):
+        shown = "a value that is not shown"
+    else:
+        shown = repr(_plain(value)).replace("\n", "\\n")
+    return ConfigError(f"The {subject} must be {allowed}. Got {shown} instead.")
+
+
+def check(path: str, value: Any, *rules: Rule | None, owner: str | None = None) -> Any:
+    """``value`` normalised by the first rule that holds, or :class:`ConfigError` naming ``path``.
+
+    ``None`` among the rules allows null. The message describes the rules about the value's
+    kind (an int out of range is told the range), or all of them when none is.
+
+    Example:
+        >>> check("predict.batch_size", 0, Interval(int, 1, None))
+        Traceback (most recent call last):
+        ...
+        audit.config.ConfigError: The 'predict.batch_size' field must be an int >= 1. Got 0 instead.
+    """
+    if value is None and None in rules:
+        return None
+    real = [r for r in rules if r is not None]
+    for rule in real:
+        if rule.fits(value) and rule.holds(value):
+            return rule.convert(value)
+    about = [r for r in real if r.fits(value)]
+    allowed = " or ".join(str(r) for r in about) if about else _or(rules)
+    raise config_error(path, value, allowed, owner)
+
+
+def _or(rules: Iterable[Rule | None]) -> str:
+    return " or ".join("null" if r is None else str(r) for r in rules)
+
+
+class Checked:
+    """Base of the config dataclasses: ``__post_init__`` checks every field against ``RULES``
+    and stores the normalised value (Enum members, tuples, floats).
+
+    ``SECTION`` names the fields in messages: ``"predict"`` gives ``'predict.batch_size'``,
+    ``""`` (the whole run config) the bare name; ``None`` (a class outside the run config, such
+    as the report's) gives scikit-learn's ``'seed' parameter of ReportConfig``.
+    """
+
+    SECTION: ClassVar[str | None] = None
+    RULES: ClassVar[Mapping[str, FieldRules]] = {}
+
+    def __post_init__(self) -> None:
+        for name, rules in self.RULES.items():
+            self._check_field(name, *(rules if isinstance(rules, tuple) else (rules,)))
+
+    def _check_field(self, name: str, *rules: Rule | None) -> None:
+        section = type(self).SECTION
+        path = f"{section}.{name}" if section else name
+        owner = type(self).__name__ if section is None else None
+        object.__setattr__(self, name, check(path, getattr(self, name), *rules, owner=owner))
+
+
+# ------------------------------------------------------------------ the run config
 
 
 class Layout(str, Enum):
@@ -63,9 +300,16 @@ DEMO_SOURCE = "demo"
 # PIL's own threshold for DecompressionBombWarning; larger images are refused as bombs.
 DEFAULT_MAX_PIXELS = 89_478_485
 
+CLASS_IDS = Items(
+    Text("a class id such as 'n01440764'", r"[A-Za-z0-9_.-]+"),
+    "a list of class ids such as 'n01440764'",
+)
+# numpy's generators take only non-negative seeds
+SEED = NON_NEGATIVE
+
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Checked):
     """Where the images come from and which of them to audit.
 
     Attributes:
@@ -95,16 +339,42 @@ class DataConfig:
     jpeg_draft: bool = False
     storage_options: Mapping[str, Any] = field(default_factory=dict)
 
+    SECTION: ClassVar[str | None] = "data"
+    RULES: ClassVar[Mapping[str, FieldRules]] = {
+        "source": (
+            Text("a non-empty path or URL"),
+            Items(Text("a non-empty path or URL"), "a non-empty list of paths or URLs", min_len=1),
+        ),
+        "layout": Options(Layout),
+        "labels_file": (STRING, None),
+        "limit": (POSITIVE, None),
+        "per_class": (POSITIVE, None),
+        "classes": CLASS_IDS,
+        "max_pixels": POSITIVE,
+        "decode_batch_size": POSITIVE,
+        "jpeg_draft": BOOL,
+        "storage_options": MAPPING,
+    }
+
     @property
     def is_demo(self) -> bool:
         return self.layout is Layout.DEMO or self.source == DEMO_SOURCE
 
 
-INTERPOLATION_NAMES = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+class Interpolation(str, Enum):
+    """PIL's resampling filters (antialiased), by the names torchvision's ``InterpolationMode``
+    gives them."""
+
+    NEAREST = "nearest"
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+    BOX = "box"
+    HAMMING = "hamming"
+    LANCZOS = "lanczos"
 
 
 @dataclass(frozen=True)
-class PreprocessConfig:
+class PreprocessConfig(Checked):
     """Overrides of the model's evaluation transform (``model.preprocess.<field>``); each unset
     field keeps what the model's weights expect (torchvision's ``weights.transforms()``, timm's
     pretrained config; for ``model.factory`` the standard ImageNet evaluation: resize 256, crop
@@ -113,21 +383,38 @@ class PreprocessConfig:
     Attributes:
         resize: The shorter side after resizing, in pixels.
         crop: The centre crop: one size (a square) or ``[h, w]``.
-        interpolation: One of ``nearest``, ``bilinear``, ``bicubic``, ``box``, ``hamming``,
-            ``lanczos`` (PIL's filters, antialiased).
+        interpolation: One of :class:`Interpolation`: ``nearest``, ``bilinear``, ``bicubic``,
+            ``box``, ``hamming``, ``lanczos`` (PIL's filters, antialiased).
         mean: Per-channel mean of ``[0, 1]`` pixels (three values).
         std: Per-channel standard deviation (three values > 0).
     """
 
     resize: int | None = None
     crop: int | tuple[int, ...] | None = None
-    interpolation: str | None = None
+    interpolation: Interpolation | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
 
+    SECTION: ClassVar[str | None] = "model.preprocess"
+    RULES: ClassVar[Mapping[str, FieldRules]] = {
+        "resize": (POSITIVE, None),
+        "crop": (POSITIVE, Items(POSITIVE, "[h, w] of ints >= 1", min_len=1, max_len=2), None),
+        "interpolation": (Options(Interpolation), None),
+        "mean": (Items(FINITE, "3 finite floats", min_len=3, max_len=3), None),
+        "std": (
+            Items(
+                Interval(float, 0, None, closed="neither"),
+                "3 finite floats > 0",
+                min_len=3,
+                max_len=3,
+            ),
+            None,
+        ),
+    }
+
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Checked):
     """Which classifier to audit.
 
     Attributes:
@@ -160,9 +447,27 @@ class ModelConfig:
     embedding_layer: str | None = None
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
+    SECTION: ClassVar[str | None] = "model"
+    RULES: ClassVar[Mapping[str, FieldRules]] = {
+        "name": Text("a registered model name"),
+        "weights": Text("'default', 'random' or a path"),
+        "allow_download": BOOL,
+        "seed": SEED,
+        "factory": (
+            Text(
+                "'module:callable' (e.g. my_models:build)",
+                r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_.]*",
+            ),
+            None,
+        ),
+        "classes": (Text("non-empty"), None),
+        "embedding_layer": (Text("non-empty"), None),
+        "preprocess": InstanceOf(PreprocessConfig, "a PreprocessConfig"),
+    }
+
 
 @dataclass(frozen=True)
-class PredictConfig:
+class PredictConfig(Checked):
     """The prediction stage.
 
     Attributes:
@@ -181,9 +486,19 @@ class PredictConfig:
     bf16: bool = True
     embeddings: bool = True
 
+    SECTION: ClassVar[str | None] = "predict"
+    RULES: ClassVar[Mapping[str, FieldRules]] = {
+        "batch_size": POSITIVE,
+        "num_actors": (POSITIVE, None),
+        "device": Options(Device),
+        "cpu_threads": (POSITIVE, None),
+        "bf16": BOOL,
+        "embeddings": BOOL,
+    }
+
 
 @dataclass(frozen=True)
-class AttackConfig:
+class AttackConfig(Checked):
     """Iterative FGSM step counting (Stock & Cisse 2018, section 3.2), inside the model actor.
 
     Attributes:
@@ -202,6 +517,16 @@ class AttackConfig:
     norm: Norm = Norm.LINF
     target: AttackTarget = AttackTarget.LABEL
     keep_images: bool = False
+
+    SECTION: ClassVar[str | None] = "attack"
+    RULES: ClassVar[Mapping[str, FieldRules]] = {
+        "enabled": BOOL,
+        "eps_step": Interval(float, 0, 1, closed="right"),
+        "max_steps": Interval(int, 1, 10_000),
+        "norm": Options(Norm),
+        "target": Options(AttackTarget),
+        "keep_images": BOOL,
+    }
 
 
 class ExplainWhich(str, Enum):
@@ -238,7 +563,7 @@ class Variant(str, Enum):
 
 
 @dataclass(frozen=True)
-class ExplainConfig:
+class ExplainConfig(Checked):
     """LIME on super-pixels (Stock & Cisse 2018, section 3.2), inside the model actor.
 
     Attributes:
@@ -277,6 +602,23 @@ class ExplainConfig:
     batch_size: int | None = None
     seed: int = 0
 
+    SECTION: ClassVar[str | None] = "explain"
+    RULES: ClassVar[Mapping[str, FieldRules]] = {
+        "enabled": BOOL,
+        "which": Options(ExplainWhich),
+        "per_class": POSITIVE,
+        "classes": CLASS_IDS,
+        "variants": Items(Options(Variant)),
+        "n_samples": Interval(int, 2, None),
+        "kernel_width": Interval(float, 0, None, closed="neither"),
+        "num_features": POSITIVE,
+        "segmentation": Options(Segmentation),
+        "fill": Options(Fill),
+        "regressor": Options(Regressor),
+        "batch_size": (POSITIVE, None),
+        "seed": SEED,
+    }
+
 
 class SelectionMethod(str, Enum):
     """How prototypes and criticisms of a class are chosen."""
@@ -293,7 +635,7 @@ class Solver(str, Enum):
 
 
 @dataclass(frozen=True)
-class CriticismConfig:
+class CriticismConfig(Checked):
     """Per-class prototypes and criticisms (Stock & Cisse 2018, section 3.3), one Ray task a class.
 
     Attributes:
@@ -325,9 +667,24 @@ class CriticismConfig:
     sieve_eps: float = 0.1
     seed: int = 0
 
+    SECTION: ClassVar[str | None] = "criticism"
+    RULES: ClassVar[Mapping[str, FieldRules]] = {
+        "enabled": BOOL,
+        "methods": Items(Options(SelectionMethod)),
+        "n_prototypes": NON_NEGATIVE,
+        "n_criticisms": NON_NEGATIVE,
+        "proto_threshold": Interval(float, 0, 1),
+        "crit_threshold": Interval(float, 0, 1),
+        "mmd_solver": Options(Solver),
+        "mmd_gamma": (Interval(float, 0, None, closed="neither"), None),
+        "mmd_lambda": Interval(float, 0, None),
+        "sieve_eps": Interval(float, 0, 1, closed="neither"),
+        "seed": SEED,
+    }
+
 
 @dataclass(frozen=True)
-class OutputConfig:
+class OutputConfig(Checked):
     """Where the tables go: ``<root>/<run_id>/<table>/*.parquet`` and ``manifest.json``.
 
     Attributes:
@@ -347,10 +704,26 @@ class OutputConfig:
     shard_size: int = 1000
     storage_options: Mapping[str, Any] = field(default_factory=dict)
 
+    SECTION: ClassVar[str | None] = "output"
+    RULES: ClassVar[Mapping[str, FieldRules]] = {
+        "root": Text("a non-empty path or URL"),
+        "run_id": (
+            Text(
+                "letters, digits, '.', '_' or '-' (not starting with '.', '_' or '-')",
+                r"[A-Za-z0-9][A-Za-z0-9._-]*",
+            ),
+            None,
+        ),
+        "overwrite": BOOL,
+        "shard_size": POSITIVE,
+        "storage_options": MAPPING,
+    }
+
 
 @dataclass(frozen=True)
-class AuditConfig:
-    """A whole audit run."""
+class AuditConfig(Checked):
+    """A whole audit run: the sections, each checked when it was built, and the rules that span
+    fields (:meth:`__post_init__`)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -359,6 +732,46 @@ class AuditConfig:
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     criticism: CriticismConfig = field(default_factory=CriticismConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+
+    SECTION: ClassVar[str | None] = ""
+    RULES: ClassVar[Mapping[str, FieldRules]] = {
+        "data": InstanceOf(DataConfig, "a DataConfig"),
+        "model": InstanceOf(ModelConfig, "a ModelConfig"),
+        "predict": InstanceOf(PredictConfig, "a PredictConfig"),
+        "attack": InstanceOf(AttackConfig, "an AttackConfig"),
+        "explain": InstanceOf(ExplainConfig, "an ExplainConfig"),
+        "criticism": InstanceOf(CriticismConfig, "a CriticismConfig"),
+        "output": InstanceOf(OutputConfig, "an OutputConfig"),
+    }
+
+    def __post_init__(self) -> None:
+        """The sections' types, then every rule that spans fields or sections."""
+        super().__post_init__()
+        d, a, e = self.data, self.attack, self.explain
+        if isinstance(d.source, tuple) and d.layout not in (Layout.UNLABELED, Layout.AUTO):
+            raise ConfigError(
+                "The 'data.source' field may be a list only with data.layout 'unlabeled'. "
+                f"Got layout {d.layout.value!r} instead."
+            )
+        if d.layout is Layout.UNLABELED and (d.per_class or d.classes):
+            raise ConfigError(
+                "The 'data.per_class' and 'data.classes' fields need labels; "
+                "data.layout 'unlabeled' has none."
+            )
+        if e.which is ExplainWhich.CLASSES and not e.classes:
+            raise ConfigError(
+                "The 'explain.classes' field must list class ids with explain.which 'classes'."
+            )
+        if e.enabled and not a.enabled and e.which is ExplainWhich.FLIPPED:
+            raise ConfigError(
+                "The 'explain.which' field is 'flipped' but attack.enabled is false: no image is "
+                "attacked, so none would be explained; enable the attack or choose another set."
+            )
+        if e.enabled and not a.enabled and e.variants == (Variant.ADVERSARIAL,):
+            raise ConfigError(
+                "The 'explain.variants' field asks only for 'adversarial' explanations but "
+                "attack.enabled is false: there would be none; enable the attack or add 'clean'."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (enums as strings, storage options left out: they hold credentials)."""
@@ -383,9 +796,6 @@ SECTIONS: dict[str, type] = {
     "output": OutputConfig,
 }
 
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_WNID = re.compile(r"^[A-Za-z0-9_.-]+$")
-
 
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -393,7 +803,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, tuple):
-        return list(value)
+        return [_plain(v) for v in value]
     if isinstance(value, Mapping):
         return dict(value)
     return value
@@ -404,7 +814,7 @@ def _describe(tp: Any) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(_describe(a) for a in get_args(tp))
     if isinstance(tp, type) and issubclass(tp, Enum):
-        return "one of " + ", ".join(repr(m.value) for m in tp)
+        return str(Options(tp))
     if origin is tuple:
         return f"a list of {_describe(get_args(tp)[0])}"
     if tp is type(None):
@@ -419,7 +829,7 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, Mapping):
-            raise _bad(
+            raise config_error(
                 path, value, "a mapping of " + ", ".join(f.name for f in dataclasses.fields(tp))
             )
         return _build_section(path, tp, value)
@@ -434,33 +844,33 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
                 return _coerce(path, value, arg)
             except ConfigError:
                 continue
-        raise _bad(path, value, _describe(tp))
+        raise config_error(path, value, _describe(tp))
     if isinstance(tp, type) and issubclass(tp, Enum):
         try:
             return tp(value)
         except ValueError:
-            raise _bad(path, value, _describe(tp)) from None
+            raise config_error(path, value, _describe(tp)) from None
     if origin is tuple:
         item = get_args(tp)[0]
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise _bad(path, value, _describe(tp))
+            raise config_error(path, value, _describe(tp))
         return tuple(_coerce(path, v, item) for v in value)
     if origin is not None and origin.__name__ == "Mapping":
         if not isinstance(value, Mapping):
-            raise _bad(path, value, "a mapping")
+            raise config_error(path, value, "a mapping")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise _bad(path, value, "a bool (true or false)")
+        raise config_error(path, value, "a bool (true or false)")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise _bad(path, value, "an int")
+        raise config_error(path, value, "an int")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise _bad(path, value, "a float")
+        raise config_error(path, value, "a float")
     if tp is str:
         if isinstance(value, str):
             return value
@@ -470,14 +880,8 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
             return value.isoformat()
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
-        raise _bad(path, value, "a string")
+        raise config_error(path, value, "a string")
     raise TypeError(f"unsupported config type {tp!r} for {path}")  # pragma: no cover
-
-
-def _bad(path: str, value: Any, allowed: str) -> ConfigError:
-    # storage options may hold credentials: never echo them
-    shown = "a value that is not shown" if path.endswith("storage_options") else repr(value)
-    return ConfigError(f"The '{path}' field must be {allowed}. Got {shown} instead.")
 
 
 def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
@@ -493,165 +897,8 @@ def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def _check_min(path: str, value: int | None, low: int) -> None:
-    if value is not None and value < low:
-        raise ConfigError(f"The '{path}' field must be an int >= {low}. Got {value!r} instead.")
-
-
-_FACTORY = re.compile(
-    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_.]*$"
-)
-
-
-def _validate_model(m: ModelConfig) -> None:
-    if m.factory is not None and not _FACTORY.match(m.factory):
-        raise ConfigError(
-            "The 'model.factory' field must be 'module:callable' (e.g. my_models:build). "
-            f"Got {m.factory!r} instead."
-        )
-    for name in ("classes", "embedding_layer"):
-        value = getattr(m, name)
-        if value is not None and not value.strip():
-            raise ConfigError(
-                f"The 'model.{name}' field must be non-empty or null. Got '' instead."
-            )
-    p = m.preprocess
-    _check_min("model.preprocess.resize", p.resize, 1)
-    crop = (p.crop,) if isinstance(p.crop, int) else p.crop
-    if crop is not None and (len(crop) not in (1, 2) or min(crop) < 1):
-        raise ConfigError(
-            "The 'model.preprocess.crop' field must be an int >= 1 or [h, w]. "
-            f"Got {p.crop!r} instead."
-        )
-    if p.interpolation is not None and p.interpolation not in INTERPOLATION_NAMES:
-        raise ConfigError(
-            "The 'model.preprocess.interpolation' field must be one of "
-            f"{', '.join(INTERPOLATION_NAMES)}. Got {p.interpolation!r} instead."
-        )
-    for name in ("mean", "std"):
-        values = getattr(p, name)
-        if values is None:
-            continue
-        low = 0.0 if name == "std" else -math.inf
-        if len(values) != 3 or not all(math.isfinite(v) and v > low for v in values):
-            rule = "3 finite floats > 0" if name == "std" else "3 finite floats"
-            raise ConfigError(
-                f"The 'model.preprocess.{name}' field must be {rule}. Got {list(values)!r} instead."
-            )
-
-
 def validate(cfg: AuditConfig) -> AuditConfig:
-    """Cross-field and range checks; returns ``cfg`` unchanged or raises ConfigError."""
-    d, m, p, a, o = cfg.data, cfg.model, cfg.predict, cfg.attack, cfg.output
-    c = cfg.criticism
-    if isinstance(d.source, str) and not d.source.strip():
-        raise ConfigError(
-            "The 'data.source' field must be a non-empty path or URL. Got '' instead."
-        )
-    if isinstance(d.source, tuple):
-        if not d.source:
-            raise ConfigError("The 'data.source' field must be a non-empty list. Got [] instead.")
-        if d.layout not in (Layout.UNLABELED, Layout.AUTO):
-            raise ConfigError(
-                "The 'data.source' field may be a list only with data.layout 'unlabeled'. "
-                f"Got layout {d.layout.value!r} instead."
-            )
-    _check_min("data.limit", d.limit, 1)
-    _check_min("data.per_class", d.per_class, 1)
-    _check_min("data.max_pixels", d.max_pixels, 1)
-    _check_min("data.decode_batch_size", d.decode_batch_size, 1)
-    for class_id in d.classes:
-        if not _WNID.match(class_id):
-            raise ConfigError(
-                "The 'data.classes' field must list class ids such as 'n01440764'. "
-                f"Got {class_id!r} instead."
-            )
-    if d.layout is Layout.UNLABELED and (d.per_class or d.classes):
-        raise ConfigError(
-            "The 'data.per_class' and 'data.classes' fields need labels; "
-            "data.layout 'unlabeled' has none."
-        )
-    if not m.name.strip():
-        raise ConfigError("The 'model.name' field must be a registered model name. Got '' instead.")
-    if not m.weights.strip():
-        raise ConfigError(
-            "The 'model.weights' field must be 'default', 'random' or a path. Got '' instead."
-        )
-    _validate_model(m)
-    # numpy's generators take only non-negative seeds
-    _check_min("model.seed", m.seed, 0)
-    _check_min("explain.seed", cfg.explain.seed, 0)
-    _check_min("criticism.seed", c.seed, 0)
-    _check_min("predict.batch_size", p.batch_size, 1)
-    _check_min("predict.num_actors", p.num_actors, 1)
-    _check_min("predict.cpu_threads", p.cpu_threads, 1)
-    if not 0.0 < a.eps_step <= 1.0:
-        raise ConfigError(
-            f"The 'attack.eps_step' field must be a float in (0, 1]. Got {a.eps_step!r} instead."
-        )
-    if not 1 <= a.max_steps <= 10_000:
-        raise ConfigError(
-            f"The 'attack.max_steps' field must be an int in [1, 10000]. Got {a.max_steps!r} instead."
-        )
-    e = cfg.explain
-    _check_min("explain.per_class", e.per_class, 1)
-    _check_min("explain.n_samples", e.n_samples, 2)
-    _check_min("explain.num_features", e.num_features, 1)
-    _check_min("explain.batch_size", e.batch_size, 1)
-    if not (e.kernel_width > 0 and math.isfinite(e.kernel_width)):
-        raise ConfigError(
-            f"The 'explain.kernel_width' field must be a float > 0. Got {e.kernel_width!r} instead."
-        )
-    if e.which is ExplainWhich.CLASSES and not e.classes:
-        raise ConfigError(
-            "The 'explain.classes' field must list class ids with explain.which 'classes'."
-        )
-    if e.enabled and not a.enabled and e.which is ExplainWhich.FLIPPED:
-        raise ConfigError(
-            "The 'explain.which' field is 'flipped' but attack.enabled is false: no image is "
-            "attacked, so none would be explained; enable the attack or choose another set."
-        )
-    if e.enabled and not a.enabled and e.variants == (Variant.ADVERSARIAL,):
-        raise ConfigError(
-            "The 'explain.variants' field asks only for 'adversarial' explanations but "
-            "attack.enabled is false: there would be none; enable the attack or add 'clean'."
-        )
-    for class_id in e.classes:
-        if not _WNID.match(class_id):
-            raise ConfigError(
-                "The 'explain.classes' field must list class ids such as 'n01440764'. "
-                f"Got {class_id!r} instead."
-            )
-    _check_min("criticism.n_prototypes", c.n_prototypes, 0)
-    _check_min("criticism.n_criticisms", c.n_criticisms, 0)
-    for name in ("proto_threshold", "crit_threshold"):
-        value = getattr(c, name)
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(
-                f"The 'criticism.{name}' field must be a float in [0, 1]. Got {value!r} instead."
-            )
-    if c.mmd_gamma is not None and not (c.mmd_gamma > 0 and math.isfinite(c.mmd_gamma)):
-        raise ConfigError(
-            f"The 'criticism.mmd_gamma' field must be a float > 0 or null. Got {c.mmd_gamma!r} instead."
-        )
-    if not (c.mmd_lambda >= 0 and math.isfinite(c.mmd_lambda)):
-        raise ConfigError(
-            f"The 'criticism.mmd_lambda' field must be a float >= 0. Got {c.mmd_lambda!r} instead."
-        )
-    if not 0.0 < c.sieve_eps < 1.0:
-        raise ConfigError(
-            f"The 'criticism.sieve_eps' field must be a float in (0, 1). Got {c.sieve_eps!r} instead."
-        )
-    if not o.root.strip():
-        raise ConfigError(
-            "The 'output.root' field must be a non-empty path or URL. Got '' instead."
-        )
-    _check_min("output.shard_size", o.shard_size, 1)
-    if o.run_id is not None and not _RUN_ID.match(o.run_id):
-        raise ConfigError(
-            "The 'output.run_id' field must be letters, digits, '.', '_' or '-' "
-            f"(not starting with '.', '_' or '-'). Got {o.run_id!r} instead."
-        )
+    """``cfg`` unchanged: kept for callers, since every config is checked when it is built."""
     return cfg
 
 
@@ -724,7 +971,7 @@ def build_config(
     if isinstance(factory, str) and factory.strip() and "name" not in merged["model"]:
         merged["model"]["name"] = factory_label(factory)
     sections = {name: _build_section(name, cls, merged[name]) for name, cls in SECTIONS.items()}
-    return validate(AuditConfig(**sections))
+    return AuditConfig(**sections)
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> AuditConfig:

@@ -18,10 +18,9 @@ from PIL import Image
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
-# Public ImageNet label data laid beside the repository (../shared/data); tests only.
-SHARED_DATA = Path(
-    os.environ.get("AUDIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+# Public ImageNet label data vendored for the tests (tests/data; sources, licenses and trimming
+# in tests/data/README.md). AUDIT_SHARED_DATA may point at another copy of the same layout.
+SHARED_DATA = Path(os.environ.get("AUDIT_SHARED_DATA", Path(__file__).resolve().parent / "data"))
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field")
 

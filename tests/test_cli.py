@@ -15,6 +15,7 @@ import torch
 from test_attack import reference_loop
 from typer.testing import CliRunner
 
+from audit.cli import app
 from audit.config import ModelConfig
 from audit.data.decode import load_image
 from audit.data.segments import decode_segments
@@ -22,7 +23,6 @@ from audit.models import load_model
 from audit.stages.attack import NEVER
 from audit.stages.explain import explain
 from audit.store import read_manifest, read_table
-from cli import app
 
 runner = CliRunner()
 REPO = Path(__file__).parents[1]

@@ -31,11 +31,11 @@ import torch
 from cluster_fixtures import LocalCluster, token_cluster
 from typer.testing import CliRunner
 
+from audit.cli import app
 from audit.data.decode import decode_image
 from audit.data.demo import ensure_demo_dataset
 from audit.models.weights import state_digest
 from audit.store import read_manifest, read_table
-from cli import app
 
 FACTORY_DIR = Path(__file__).parent / "factory_models"
 AUDIT_CLI = str(Path(sys.executable).parent / "audit-cli")

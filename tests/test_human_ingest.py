@@ -1,5 +1,5 @@
 """Reading Mechanical Turk results and ingesting answers: formats, the time filter at its edges,
-duplicates, missing answers, malformed rows, and the real MTurk export in ../shared/data."""
+duplicates, missing answers, malformed rows, and the real MTurk export in tests/data."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Public judgments from ../shared/data: ReaL, cleanlab's MTurk file and MadryLab's annotations.
+"""Public judgments (vendored in tests/data): ReaL, cleanlab's MTurk file, MadryLab's labels.
 
-The counts come from ../shared/data/README.md; accuracies are checked against plain loops over
+Counts of full files are the published ones (quoted in tests/data/README.md); files trimmed for
+the repository are counted by plain loops here. Accuracies are checked against plain loops over
 the raw JSON. Predictions are cleanlab's cross-validated baseline (ImageFolder order, mapped to
 file names through cleanlab's index -> file path list here, in the test).
 """
@@ -71,11 +72,26 @@ def test_real_counts() -> None:
 
 
 def test_index_mapping_agrees_with_the_filename_order_ground_truth() -> None:
-    with open(SHARED_DATA / "derived" / "val_ground_truth.csv") as f:
-        truth = {r["filename"].split(".")[0]: int(r["class_index"]) for r in csv.DictReader(f)}
     t = baseline()
     got = dict(zip(t.column("image_id").to_pylist(), t.column("label").to_pylist(), strict=True))
-    assert got == truth
+    # All 50000 against the official devkit ground truth (devkit IDs in filename order), mapped
+    # to the torchvision index (position among the sorted wnids) through map_clsloc.txt.
+    devkit = SHARED_DATA / "ilsvrc2012-devkit"
+    wnid_of = {}
+    for line in (devkit / "map_clsloc.txt").read_text().splitlines():
+        wnid, devkit_id, _name = line.split()
+        wnid_of[int(devkit_id)] = wnid
+    index_of = {wnid: i for i, wnid in enumerate(sorted(wnid_of.values()))}
+    gt = (devkit / "ILSVRC2012_validation_ground_truth.txt").read_text().split()
+    assert len(wnid_of) == len(index_of) == 1000 and len(gt) == 50000
+    assert got == {
+        f"ILSVRC2012_val_{n:08d}": index_of[wnid_of[int(d)]] for n, d in enumerate(gt, 1)
+    }
+    # The derived filename-order ground truth: only its first rows are vendored.
+    with open(SHARED_DATA / "derived" / "val_ground_truth.csv") as f:
+        truth = {r["filename"].split(".")[0]: int(r["class_index"]) for r in csv.DictReader(f)}
+    assert list(truth) == [f"ILSVRC2012_val_{n:08d}" for n in range(1, len(truth) + 1)]
+    assert truth and {k: got[k] for k in truth} == truth
 
 
 def test_real_accuracy_of_a_predictions_table() -> None:
@@ -163,8 +179,17 @@ def test_cleanlab_rectified_accuracy() -> None:
 def test_madrylab_counts_and_accuracy() -> None:
     text = MADRY.read_text()
     sel = read_madrylab(text, MADRY.name)
-    assert len(sel) == 6761
-    assert Counter(len(w) for w in sel.values()) == {9: 5598, 8: 1065, 7: 90, 6: 8}
+    # The vendored file holds only the first lines of the 6761: count them with a plain loop.
+    records = [json.loads(line) for line in text.splitlines()]
+    assert sel == {r["filename"].split(".")[0]: r["selected"] for r in records}
+    assert len(sel) == len(records)
+    workers = Counter(len(r["selected"]) for r in records)
+    assert Counter(len(w) for w in sel.values()) == workers
+    assert workers == Counter(r["num_workers"] for r in records)
+    truth = {r["image_id"]: r["label"] for r in baseline().to_pylist()}
+    for r in records:  # the README's check: label = ground truth, index = ImageFolder index
+        assert r["imagenet_label"] == truth[r["filename"].split(".")[0]]
+        assert filepaths()[r["imagefolder_index"]].endswith("/" + r["filename"])
     m = measures(madrylab_table(baseline(), sel, 0.5))
     preds = {r["image_id"]: r["top5_classes"][0] for r in baseline().to_pylist()}
     hits = []
@@ -178,7 +203,7 @@ def test_madrylab_counts_and_accuracy() -> None:
         pytest.approx(sum(hits) / len(hits)),
         len(hits),
     )
-    assert m["predictions among MadryLab's images"] == (None, 6761)
+    assert m["predictions among MadryLab's images"] == (None, len(records))
 
 
 def test_madrylab_by_imagefolder_index_needs_the_file_list() -> None:

@@ -20,6 +20,7 @@ from cluster_fixtures import LocalCluster, token_cluster
 from conftest import free_port
 from typer.testing import CliRunner
 
+from audit.cli import app
 from audit.jobs import (
     DEFAULT_ADDRESS,
     JobsError,
@@ -38,11 +39,10 @@ from audit.jobs import (
     submission_id,
 )
 from audit.store import read_manifest, read_table
-from cli import app
 
 runner = CliRunner()
 REPO = Path(__file__).parents[1]
-CLI = [sys.executable, "-c", "from cli import app; app()"]
+CLI = [sys.executable, "-c", "from audit.cli import app; app()"]
 
 
 # --- pure helpers ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Tests for audit.data.layouts: every layout, auto-detection, listing errors and subsets.
 
-Labels are checked against the independent reference in ../shared/data (filename order ground
+Labels are checked against the independent reference in tests/data (filename order ground
 truth built from cleanlab's ImageFolder files, and the official devkit ground-truth file).
 """
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from audit.cli import app
 from audit.config import ConfigError, ModelConfig, PreprocessConfig, build_config, load_config
 from audit.data.classes import read_class_list
 from audit.models import (
@@ -24,7 +25,6 @@ from audit.models import (
     unregister_source,
 )
 from audit.models.registry import load_plugins
-from cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -524,7 +524,7 @@ def test_weights_missing_from_the_cache_are_refused(hub: Path) -> None:
 # --- the product does not mock ----------------------------------------------------------------
 def _product_sources() -> list[Path]:
     files = sorted((REPO / "audit").rglob("*.py")) + sorted((REPO / "ray_jobs").rglob("*.py"))
-    return [*files, REPO / "cli.py"]
+    return files  # audit/cli/ is under audit/
 
 
 def _is_mock_module(module: str) -> bool:

@@ -14,11 +14,11 @@ import pytest
 from conftest import moto_s3
 from typer.testing import CliRunner
 
+from audit.cli import app
 from audit.config import build_config
 from audit.data.demo import ensure_demo_dataset
 from audit.pipeline import run_audit
 from audit.store import read_manifest, read_table
-from cli import app
 
 KEY = "h7KEYID-AKIAEXAMPLE0042"
 SECRET = "h7SECRET-wJalrXUtnFEMI-K7MDENG-bPxRfiCY"  # fake, checked for leaks below

@@ -49,6 +49,7 @@ app = typer.Typer(
     help="Human studies: export Mechanical Turk batches, ingest answers, compute Tables 1-3.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,  # a traceback's locals could hold storage credentials
 )
 
 RunArg = Annotated[str, typer.Argument(help="The run folder (local path or fsspec URL).")]

@@ -1,15 +1,30 @@
 """Settings of the human studies: what an export asks, how answers are filtered, the k-of-n rule.
 
-Frozen dataclasses validated at construction, with one-line :class:`~audit.config.ConfigError`
-messages in scikit-learn's style.
+Frozen dataclasses checked when built, by the rules and the one-line
+:class:`~audit.config.ConfigError` message of :mod:`audit.config` (scikit-learn's style:
+``The 'k' parameter of AgreementRule must be an int in [1, 5]. Got 6 instead.``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import ClassVar
 
-from audit.config import ConfigError
+from audit.config import (
+    BOOL,
+    NON_NEGATIVE,
+    POSITIVE,
+    STRING,
+    Checked,
+    ConfigError,
+    FieldRules,
+    Interval,
+    Items,
+    Options,
+    Text,
+)
 
 
 class Study(str, Enum):
@@ -53,16 +68,8 @@ DEFAULT_QUESTIONS: dict[str, str] = {
 }
 
 
-def _positive_int(owner: str, name: str, value: object, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(
-            f"The {name!r} parameter of {owner} must be an integer >= {minimum}. "
-            f"Got {value!r} instead."
-        )
-
-
 @dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(Checked):
     """What one exported batch asks, of how many raters.
 
     Attributes:
@@ -101,39 +108,36 @@ class ExportConfig:
     show_class_names: bool = False
     image_base_url: str | None = None
 
+    RULES: ClassVar[Mapping[str, FieldRules]] = {
+        "study": Options(Study),
+        "batch": Text("a non-empty name of letters, digits, '_' and '-'", r"[\w-]+"),
+        "raters_per_item": POSITIVE,
+        "question": (Text("a non-empty string"), None),
+        "seed": NON_NEGATIVE,
+        "max_items": (POSITIVE, None),
+        "subset": Options(Subset),
+        "shown": Options(Shown),
+        "explanation_features": POSITIVE,
+        "conditions": Items(
+            Options(tuple(ASSIGNMENT_CONDITIONS)),
+            f"a list of distinct names from {sorted(ASSIGNMENT_CONDITIONS)}",
+            min_len=1,
+            unique=True,
+        ),
+        "questions_per_condition": POSITIVE,
+        "classes_per_question": Interval(int, 2, None),
+        "show_class_names": BOOL,
+        "image_base_url": (STRING, None),
+    }
+
     def __post_init__(self) -> None:
-        owner = "ExportConfig"
-        object.__setattr__(self, "study", Study(self.study))
-        object.__setattr__(self, "subset", Subset(self.subset))
-        object.__setattr__(self, "shown", Shown(self.shown))
-        if not self.batch or not all(c.isalnum() or c in "_-" for c in self.batch):
-            raise ConfigError(
-                f"The 'batch' parameter of {owner} must be a non-empty name of letters, digits, "
-                f"'_' and '-'. Got {self.batch!r} instead."
-            )
-        _positive_int(owner, "raters_per_item", self.raters_per_item)
-        _positive_int(owner, "seed", self.seed, minimum=0)
-        if self.max_items is not None:
-            _positive_int(owner, "max_items", self.max_items)
-        _positive_int(owner, "explanation_features", self.explanation_features)
-        _positive_int(owner, "questions_per_condition", self.questions_per_condition)
-        _positive_int(owner, "classes_per_question", self.classes_per_question, minimum=2)
-        conditions = tuple(self.conditions)
-        unknown = [c for c in conditions if c not in ASSIGNMENT_CONDITIONS]
-        if unknown or not conditions or len(set(conditions)) != len(conditions):
-            raise ConfigError(
-                f"The 'conditions' parameter of {owner} must list distinct names from "
-                f"{sorted(ASSIGNMENT_CONDITIONS)}. Got {list(conditions)} instead."
-            )
-        object.__setattr__(self, "conditions", conditions)
+        super().__post_init__()
         if self.shown is Shown.TOP5 and self.subset is not Subset.TOP5_ERRORS:
             raise ConfigError(
-                f"The 'shown' parameter of {owner} may be 'top5' only with subset "
-                f"'top5_errors': a top-1 error's top 5 can hold its ground-truth label, which "
+                "The 'shown' parameter of ExportConfig may be 'top5' only with subset "
+                "'top5_errors': a top-1 error's top 5 can hold its ground-truth label, which "
                 f"raters must not be shown. Got subset {self.subset.value!r} instead."
             )
-        if self.question is not None and not self.question.strip():
-            raise ConfigError(f"The 'question' parameter of {owner} must not be empty.")
 
     @property
     def name(self) -> str:
@@ -149,7 +153,7 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
-class TimeFilter:
+class TimeFilter(Checked):
     """Keep answers whose ``WorkTimeInSeconds`` lies in ``[min_seconds, max_seconds]``.
 
     The paper keeps answers given in 20 s to 3 min; both ends are inclusive.
@@ -158,8 +162,14 @@ class TimeFilter:
     min_seconds: float = 20.0
     max_seconds: float = 180.0
 
+    RULES: ClassVar[Mapping[str, FieldRules]] = {
+        "min_seconds": Interval(float, 0, None),
+        "max_seconds": Interval(float, 0, None, finite=False),  # inf: no upper limit
+    }
+
     def __post_init__(self) -> None:
-        if not 0 <= self.min_seconds <= self.max_seconds:
+        super().__post_init__()
+        if self.min_seconds > self.max_seconds:
             raise ConfigError(
                 "The time filter needs 0 <= min_seconds <= max_seconds. "
                 f"Got min_seconds={self.min_seconds} and max_seconds={self.max_seconds} instead."
@@ -175,7 +185,7 @@ class TimeFilter:
 
 
 @dataclass(frozen=True)
-class AgreementRule:
+class AgreementRule(Checked):
     """An item counts as positive when at least ``k`` of its first ``n`` kept answers say yes.
 
     ``n`` is the number of raters per item; an item with more kept answers uses the first ``n``
@@ -185,13 +195,11 @@ class AgreementRule:
     k: int = 4
     n: int = 5
 
+    RULES: ClassVar[Mapping[str, FieldRules]] = {"k": POSITIVE, "n": POSITIVE}
+
     def __post_init__(self) -> None:
-        _positive_int("AgreementRule", "n", self.n)
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= self.n:
-            raise ConfigError(
-                f"The 'k' parameter of AgreementRule must be an integer in [1, n={self.n}]. "
-                f"Got {self.k!r} instead."
-            )
+        super().__post_init__()
+        self._check_field("k", Interval(int, 1, self.n))  # k of the n answers
 
     def positive(self, yes: int) -> bool:
         return yes >= self.k

@@ -270,7 +270,7 @@ def resolve_transform(cfg: ModelConfig, entry: ModelEntry | None = None) -> Eval
         return base.with_overrides(
             resize=p.resize,
             crop=p.crop,
-            interpolation=p.interpolation,
+            interpolation=None if p.interpolation is None else p.interpolation.value,
             mean=p.mean,
             std=p.std,
         )

@@ -15,7 +15,7 @@ from audit.report.config import ReportConfig
 
 _D = ReportConfig()
 
-app = typer.Typer(add_completion=False)
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 
 
 def report(

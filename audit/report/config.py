@@ -9,13 +9,15 @@ whose length is bounded by the sample sizes below (see docs/report.md for the fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
-from audit.config import ConfigError
+from audit.config import NON_NEGATIVE, Checked, FieldRules, Interval
 
 
 @dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(Checked):
     """Sampling and size limits of the HTML report.
 
     Attributes:
@@ -49,22 +51,17 @@ class ReportConfig:
     max_image_bytes: int = 40_000_000
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        lows = {"classes_per_page": 1, "thumb_size": 16, "jpeg_quality": 1}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "seed":
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise ConfigError(f"The 'seed' field must be an int. Got {value!r} instead.")
-                continue
-            low = lows.get(f.name, 0)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(
-                    f"The '{f.name}' parameter of ReportConfig must be an int >= {low}. "
-                    f"Got {value!r} instead."
-                )
-        if self.jpeg_quality > 95:
-            raise ConfigError(
-                "The 'jpeg_quality' parameter of ReportConfig must be an int in [1, 95]. "
-                f"Got {self.jpeg_quality!r} instead."
-            )
+    RULES: ClassVar[Mapping[str, FieldRules]] = {
+        "examples": NON_NEGATIVE,
+        "adversarial_examples": NON_NEGATIVE,
+        "paths": NON_NEGATIVE,
+        "max_classes": NON_NEGATIVE,
+        "classes_per_page": Interval(int, 1, None),
+        "pairs": NON_NEGATIVE,
+        "bias_rows": NON_NEGATIVE,
+        "thumb_size": Interval(int, 16, None),
+        "jpeg_quality": Interval(int, 1, 95),
+        "max_images": NON_NEGATIVE,
+        "max_image_bytes": NON_NEGATIVE,
+        "seed": Interval(int, None, None),
+    }

@@ -1,0 +1,44 @@
+"""``audit-cli models``: the models the registry accepts, with their source and transform."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+
+
+@app.command()
+def models(
+    pattern: Annotated[
+        str | None,
+        typer.Argument(help="Shell-style filter, e.g. 'resnet*' or 'timm/convnext*'."),
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="Only this source (torchvision, timm, ...).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List the models the registry accepts: name, source and evaluation transform."""
+    from audit.models import find_entry, list_models, sources
+
+    rows = []
+    for name in list_models(pattern):
+        entry = find_entry(name)
+        if entry is None or (source and entry.source != source):
+            continue
+        rows.append({"name": name, "source": entry.source, "transform": entry.describe()})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    width = max((len(r["name"]) for r in rows), default=0)
+    for r in rows:
+        typer.echo(f"{r['name']:<{width}}  {r['source']:<11}  {r['transform']}")
+    for s in sources():
+        why = s.unavailable()
+        if why and (source is None or source == s.name):
+            typer.echo(f"({s.name}: {why})", err=True)
+    if not rows:
+        typer.echo("no model matches", err=True)

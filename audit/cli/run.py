@@ -1,0 +1,150 @@
+"""``audit-cli run`` (the audit on a local Ray, or a cluster's) and ``audit-cli submit`` (the
+audit as a Ray job through the Jobs API).
+
+``audit-cli run`` with no arguments audits the embedded demo set (handwritten digits, a small
+ConvNet) end to end on a local Ray and writes ``./audit-output/<run_id>/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from audit.cli.common import AddressOpt, connect, fail, load
+from audit.config import ConfigError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML config (default: the demo).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override a field: section.field=value (repeatable)."),
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Output root (output.root).")
+    ] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Run folder name.")] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster (default: local Ray).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run the audit pass with a progress bar and print the error rates."""
+    from audit.pipeline import preflight, run_audit
+
+    try:
+        cfg = load(config, overrides, output, run_id)
+        preflight(cfg)
+        if cfg.model.factory:  # this process builds the model: an unimportable one stops here
+            from audit.models.factory import import_factory
+
+            import_factory(cfg.model.factory)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+    from tqdm import tqdm
+
+    from audit.runtime import RayUnreachable, start_ray
+    from audit.summary import format_summary
+
+    try:
+        start_ray(address, probe=True)
+    except RayUnreachable as exc:
+        raise fail(str(exc)) from None
+    bar: Any = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="img", desc="predict", file=sys.stderr)
+        bar.update(done - bar.n)
+
+    try:
+        result = run_audit(cfg, progress=on_progress if progress else None)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    typer.echo(format_summary(result.manifest, result.url))
+
+
+@app.command()
+def submit(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config inside --working-dir (default: demo)."),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override a field: section.field=value (repeatable)."),
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Output root (output.root).")
+    ] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Run folder name.")] = None,
+    working_dir: Annotated[
+        Path, typer.Option("--working-dir", help="Folder shipped to the cluster (code + config).")
+    ] = Path("."),
+    excludes: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Extra gitignore-style pattern left out (repeatable)."),
+    ] = None,
+    num_cpus: Annotated[
+        float | None, typer.Option("--num-cpus", help="CPUs reserved for the driver.")
+    ] = None,
+    num_gpus: Annotated[
+        float | None, typer.Option("--num-gpus", help="GPUs reserved for the driver.")
+    ] = None,
+    address: AddressOpt = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the job to end; exit 1 unless SUCCEEDED.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 24 * 3600.0,
+) -> None:
+    """Submit the audit as a Ray job (submission id audit-<run_id>) through the Jobs API."""
+    from audit.jobs import JobsError, job_spec, wait_terminal
+    from audit.jobs import submit as submit_job
+    from audit.pipeline import default_run_id, preflight
+
+    try:
+        cfg = load(config, overrides, output, run_id)
+        preflight(cfg)  # a typo in the model name stops here, not on the cluster
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    rid = cfg.output.run_id or default_run_id(cfg.model.name)
+    user_sets = [s for s in (overrides or [])]
+    try:
+        spec = job_spec(
+            str(config) if config is not None else None,
+            user_sets,
+            rid,
+            cfg.output.root,
+            str(working_dir),
+            excludes=tuple(excludes or ()),
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+        )
+        client, api = connect(address)
+        sid = submit_job(client, spec)
+    except JobsError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"submitted job {sid} to {api}")
+    typer.echo(f"  run {rid} -> {spec.run_url}")
+    typer.echo(f"  follow: audit-cli logs {sid} --follow    status: audit-cli status {sid}")
+    if wait:
+        try:
+            final = wait_terminal(client, sid, timeout)
+        except JobsError as exc:
+            raise fail(str(exc)) from None
+        typer.echo(f"job {sid}: {final}")
+        if final != "SUCCEEDED":
+            raise typer.Exit(code=1)

@@ -1,0 +1,62 @@
+"""Joining or starting Ray, for the entry points (``audit-cli run`` and ``ray_jobs/audit.py``).
+
+Library code never calls ``ray.init()``; the entry points call :func:`start_ray` once, before
+:func:`audit.pipeline.run_audit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+
+class RayUnreachable(Exception):
+    """No Ray cluster answers at the address given (one line, for the CLI)."""
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at a ``host:port`` address: ``ray.init`` would otherwise
+    retry its connection for minutes. ``auto``, ``local`` and ``ray://`` addresses are left to
+    Ray."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise RayUnreachable(f"the Ray address {address!r} is not host:port (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RayUnreachable(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
+            "'ray start --head' or fix --address / $RAY_ADDRESS"
+        ) from None
+
+
+def start_ray(address: str | None = None, probe: bool = False) -> None:
+    """Connect to ``address`` (or ``$RAY_ADDRESS``), or start a local Ray instance.
+
+    A local instance is started without the dashboard: progress is read from the run manifest.
+
+    Args:
+        address: The cluster's address; None starts a local instance.
+        probe: First check that something listens at a ``host:port`` address (the CLI does;
+            a job's driver, given its address by Ray, does not).
+
+    Raises:
+        RayUnreachable: ``probe`` and nothing listens at the address.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        if probe:
+            _probe(address)
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    import ray.data  # configures Ray Data's loggers on import; quiet them afterwards
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)

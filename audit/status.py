@@ -1,0 +1,223 @@
+"""A run's state, from its manifest and the Ray job writing it: what ``audit-cli status`` shows.
+
+A run found under the output root is read directly (a local ``audit-cli run``); otherwise, or
+when its manifest does not say 'succeeded', the cluster's Jobs API is asked for the job writing
+that folder. A FAILED or STOPPED job wins over a manifest its driver could not update any more
+(:func:`audit.jobs.merged_state`), and a manifest written before the job started is an earlier
+attempt's (:func:`audit.jobs.manifest_predates`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from audit.store import MANIFEST
+
+
+class StatusError(Exception):
+    """No run or job to show, or its manifest cannot be read (one line, for the CLI)."""
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """A run's merged state; the fields, in order, are the keys of ``status --json``.
+
+    Attributes:
+        run_id: The run id (the manifest's, else the job's metadata, else what was asked for).
+        state: The merged state (a FAILED or STOPPED job wins over a manifest's 'running').
+        stale: The manifest says 'running' but the job has ended.
+        manifest_of_earlier_attempt: The manifest was written before the job started.
+        error: The run's error, or the failed job's error line.
+        url: The run folder (path or URL), None when the job names none.
+        address: The Jobs API asked, None when no cluster was asked.
+        job: The job's fields (:func:`audit.jobs.job_info`), None when there is no job.
+        progress: The manifest's progress (:func:`audit.jobs.run_summary`).
+        manifest: The manifest as read, None when there is none yet.
+    """
+
+    run_id: str | None
+    state: str
+    stale: bool
+    manifest_of_earlier_attempt: bool
+    error: str | None
+    url: str | None
+    address: str | None
+    job: dict[str, Any] | None
+    progress: dict[str, Any] | None
+    manifest: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as one mapping, in ``status --json`` order."""
+        return {
+            "run_id": self.run_id,
+            "state": self.state,
+            "stale": self.stale,
+            "manifest_of_earlier_attempt": self.manifest_of_earlier_attempt,
+            "error": self.error,
+            "url": self.url,
+            "address": self.address,
+            "job": self.job,
+            "progress": self.progress,
+            "manifest": self.manifest,
+        }
+
+    def to_json(self) -> str:
+        """What ``audit-cli status --json`` prints."""
+        return json.dumps(self.as_dict(), indent=2, default=str)
+
+
+def has_manifest(url: str, storage_options: Mapping[str, Any]) -> bool:
+    """Whether ``url`` is a run folder (holds a manifest); False when it cannot be read."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **storage_options)
+        return bool(fs.exists(path.rstrip("/") + "/" + MANIFEST))
+    except (OSError, ValueError):
+        return False
+
+
+def find_run(run: str | None, output: str, storage_options: Mapping[str, Any]) -> str | None:
+    """A run folder from a path/URL, a run id under ``output``, or the newest run there;
+    ``None`` when there is none."""
+    import fsspec
+
+    if run is not None:
+        for candidate in (run, output.rstrip("/") + "/" + run):
+            if has_manifest(candidate, storage_options):
+                return candidate
+        return None
+    try:
+        fs, root = fsspec.core.url_to_fs(output, **storage_options)
+        manifests = fs.glob(root.rstrip("/") + "/*/" + MANIFEST) if fs.exists(root) else []
+    except (OSError, ValueError):
+        return None
+    if not manifests:
+        return None
+    newest = max(manifests, key=lambda p: (fs.info(p).get("mtime") or 0, p))
+    return str(fs.unstrip_protocol(newest.rsplit("/", 1)[0]))
+
+
+def _read_manifest(url: str, storage_options: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The run's manifest, None when there is none yet.
+
+    Raises:
+        StatusError: it exists but cannot be read.
+    """
+    from audit.store import read_manifest
+
+    try:
+        return read_manifest(url, storage_options)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StatusError(f"cannot read the manifest of {url!r}: {exc}") from None
+
+
+def run_status(
+    run: str | None,
+    output: str,
+    *,
+    address: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> RunStatus:
+    """The state of a run or job, merged from its manifest and the job writing it.
+
+    Args:
+        run: A run folder, a run id under ``output``, a submission id or a job id; None: the
+            newest run under ``output``, else the cluster's newest audit job.
+        output: The output root local runs are looked for under.
+        address: The Jobs API (default ``$RAY_API_SERVER_ADDRESS``, ``$RAY_ADDRESS``, the local
+            dashboard). A run found under ``output`` only asks it when its manifest does not
+            say 'succeeded', and quietly does without it when no cluster answers.
+        storage_options: fsspec options for reading the run.
+
+    Raises:
+        StatusError: with a one-line reason: no such run or job, or an unreadable manifest.
+    """
+    from audit.jobs import META_RUN_URL as RUN_URL
+    from audit.jobs import (
+        JobsError,
+        audit_jobs,
+        connect,
+        error_line,
+        find_job,
+        job_info,
+        job_of_run,
+        manifest_predates,
+        merged_state,
+        run_summary,
+    )
+
+    so = dict(storage_options or {})
+    folder = find_run(run, output, so)
+    manifest: dict[str, Any] | None = None
+    job: Any = None
+    client: Any = None
+    api = None
+    if folder is not None:
+        manifest = _read_manifest(folder, so)
+        if manifest is not None and manifest.get("state") != "succeeded":
+            try:  # is a job (re)running it? quietly skip when no cluster answers
+                client, api = connect(address)
+                job = job_of_run(find_job(client, str(manifest.get("run_id"))), folder)
+            except JobsError:
+                job = None
+    else:
+        asked = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+        if run is None and not asked:
+            raise StatusError(f"no runs under {output!r}; start one with 'audit-cli run'")
+        try:
+            client, api = connect(address)
+            if run is None:
+                found = audit_jobs(client)
+                if not found:
+                    raise StatusError(f"no audit jobs at {api}; start one with 'audit-cli submit'")
+                job = found[-1]
+            else:
+                job = find_job(client, run)
+        except JobsError as exc:
+            reason = str(exc).rstrip(".")
+            raise StatusError(
+                f"no run {run!r}: neither a run folder nor a run id under {output!r}, "
+                f"and asking the cluster failed: {reason}"
+            ) from None
+        if job is None:
+            raise StatusError(
+                f"no run {run!r}: neither a run folder nor a run id under {output!r}, "
+                f"nor a job at {api}"
+            )
+        folder = (job.metadata or {}).get(RUN_URL)
+        if folder:
+            manifest = _read_manifest(folder, so)
+    job_status = str(job.status) if job is not None else None
+    earlier = manifest is not None and manifest_predates(manifest, job)
+    current = None if earlier or manifest is None else manifest
+    state, stale = merged_state(job_status, current.get("state") if current else None)
+    error = current.get("error") if current else None
+    if job is not None and job_status == "FAILED" and not error:
+        try:
+            logs = client.get_job_logs(job.submission_id or job.job_id)
+            error = error_line(logs) or (job.message or "")
+        except Exception:  # logs are a courtesy; the job's message is enough
+            error = job.message or ""
+        error = error.strip().splitlines()[0] if error.strip() else None
+    run_id = (manifest or {}).get("run_id") or (
+        (job.metadata or {}).get("audit_run_id") if job else run
+    )
+    return RunStatus(
+        run_id=run_id,
+        state=state,
+        stale=stale,
+        manifest_of_earlier_attempt=earlier,
+        error=error,
+        url=folder,
+        address=api,
+        job=job_info(job) if job is not None else None,
+        progress=run_summary(manifest) if manifest else None,
+        manifest=manifest,
+    )
