@@ -1,12 +1,13 @@
 # Two entry points for a fresh machine (each creates .venv and installs what it needs):
 #   make demo   - set up, then run the whole audit on the embedded demo set -> ./audit-output/
 #   make test   - set up, then lint, type-check and run the test suite (what CI runs)
+#   make test-fast - set up, then only the quick tier: no slow, cluster or browser tests
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint browser bench clean
+.PHONY: venv demo test test-fast lint browser bench clean
 
 $(STAMP): pyproject.toml constraints-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,11 @@ browser:
 
 test: lint browser
 	$(BIN)/pytest -q
+
+# The quick tier (docs/development.md): no lint, no browser install; tests/conftest.py marks
+# the slow, cluster and browser tests.
+test-fast: venv
+	$(BIN)/pytest -q -m "not slow and not cluster and not browser"
 
 bench: venv
 	$(BIN)/python -m pip install --no-deps torchattacks

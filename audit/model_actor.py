@@ -5,11 +5,10 @@ Rows flow through the pass as numpy batches with these columns:
 - after :func:`decode_batch`: ``image_id``, ``uri``, ``label`` (int64, -1 unknown), ``image``
   (``(n, crop_h, crop_w, 3) uint8`` at the model's crop size, zeros where decoding failed), ``error`` (str, ``""`` when fine),
   ``stage`` (str, where it failed);
-- after :class:`ModelActor`: the same without ``image``, plus ``top5_classes``, ``top5_probs``,
-  ``correct_top1``, ``correct_top5``, ``loss``, ``label_prob``, ``embedding`` (when kept), and with the attack on
-  ``target``, ``steps_to_flip`` (-1 = never), ``adv_class``, ``adv_prob``, ``linf``, ``l2``
-  (and ``stored_flips``, ``image_png`` when adversarial images are kept). Rows whose ``error`` is
-  set carry zeros there.
+- after :class:`ModelActor`: the same without ``image``, plus the columns of the enabled stages
+  (:mod:`audit.stages.registry`: ``predict``, then ``attack`` and ``explain`` when enabled), in
+  that order, as declared in ``audit/stages/*_table.py``. Rows whose ``error`` is set carry
+  zeros there (``""`` or ``b""`` in string and bytes columns).
 
 Errors travel with the data instead of being raised, so one bad file never fails a batch and
 every input comes out exactly once.
@@ -17,7 +16,6 @@ every input comes out exactly once.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -26,13 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from audit.config import AttackConfig, AttackTarget, ExplainConfig, ExplainWhich, Variant
+from audit.columns import Column
+from audit.config import AttackConfig, ExplainConfig, PredictConfig
 from audit.data.decode import ImageLoadError, decode_image, load_image
-from audit.data.segments import decode_segments, encode_segments
+from audit.data.segments import encode_segments
 from audit.models import STANDARD, AuditModel, EvalTransform
-from audit.stages.attack import attack_columns
-from audit.stages.explain import explain, segment
-from audit.stages.predict import predict
+from audit.stages.explain import segment
+from audit.stages.registry import STAGES, StageContext
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +98,11 @@ def decode_batch(
 
 
 class ModelActor:
-    """Holds one model on one device and predicts batches of decoded images.
+    """Holds one model on one device and runs the enabled stages on batches of decoded images.
+
+    The stages come from :data:`audit.stages.registry.STAGES`, in dependency order. A batch on
+    which a stage raises is retried image by image, so that only the culprit becomes an error
+    row (stage ``predict``).
 
     Args:
         model_ref: An object-store reference to the :class:`~audit.models.AuditModel` the driver
@@ -146,115 +148,29 @@ class ModelActor:
         self.embeddings = embeddings
         self.attack = attack or AttackConfig(enabled=False)
         self.explain_cfg = explain_cfg or ExplainConfig(enabled=False)
+        self.sizes = {"k": self.k, "dim": self.dim}
+        sections = {
+            "predict": PredictConfig(cpu_threads=cpu_threads, bf16=bf16, embeddings=embeddings),
+            "attack": self.attack,
+            "explain": self.explain_cfg,
+        }
+        context = StageContext(self.model, self.device, bf16, self.sizes)
+        self.stages = STAGES.build(sections, context)
+        self.columns: dict[str, Column] = {
+            c.name: c for stage in self.stages for c in stage.outputs()
+        }
+        """The enabled stages' output columns, in the order they are added."""
 
     def _process(
         self, images: np.ndarray, labels: np.ndarray, segments: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """Every stage on decoded images; returns their output columns."""
-        p = predict(
-            self.model,
-            images,
-            labels,
-            device=self.device,
-            bf16=self.bf16,
-            embeddings=self.embeddings,
-        )
-        cols: dict[str, np.ndarray] = {
-            "top5_classes": p.top5_classes,
-            "top5_probs": p.top5_probs,
-            "correct_top1": p.correct_top1,
-            "correct_top5": p.correct_top5,
-            "loss": p.loss,
-            "label_prob": p.label_prob,
-        }
-        if p.embedding is not None and self.dim:
-            cols["embedding"] = p.embedding
-        if self.attack.enabled:
-            labels = np.asarray(labels, dtype=np.int64)
-            clean = p.top5_classes[:, 0].astype(np.int64)
-            use_label = (labels >= 0) & (self.attack.target is AttackTarget.LABEL)
-            targets = np.where(use_label, labels, clean)
-            cols["target"] = targets.astype(np.int32)
-            attacked, adversarial = attack_columns(
-                self.model,
-                images,
-                targets,
-                eps_step=self.attack.eps_step,
-                max_steps=self.attack.max_steps,
-                norm=self.attack.norm.value,
-                device=self.device,
-                bf16=self.bf16,
-                keep_images=self.attack.keep_images,
-            )
-            cols.update(attacked)
-        else:
-            adversarial = None
-        if self.explain_cfg.enabled:
-            cols["explanations"] = self._explain(images, labels, segments, cols, adversarial)
+        """Every enabled stage on decoded images, in dependency order; returns their columns."""
+        cols: dict[str, np.ndarray] = {}
+        state: dict[str, Any] = {}
+        inputs = {"image": images, "label": labels, "segments": segments}
+        for stage in self.stages:
+            cols.update(stage.run({**inputs, **cols}, state))
         return cols
-
-    def _explain(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        segments: np.ndarray,
-        cols: dict[str, np.ndarray],
-        adversarial: torch.Tensor | None,
-    ) -> np.ndarray:
-        """LIME for the flagged rows that meet ``explain.which``; one JSON list per row."""
-        e = self.explain_cfg
-        out = np.full(len(images), "", dtype=object)
-        labels = np.asarray(labels, dtype=np.int64)
-        top1 = cols["top5_classes"][:, 0].astype(np.int64)
-        steps = cols.get("steps_to_flip")
-        for i in range(len(images)):
-            if not segments[i]:
-                continue
-            flipped = steps is not None and steps[i] >= 1
-            if e.which is ExplainWhich.MISCLASSIFIED and not (
-                labels[i] >= 0 and top1[i] != labels[i]
-            ):
-                continue
-            if e.which is ExplainWhich.FLIPPED and not flipped:
-                continue
-            seg = decode_segments(segments[i])
-            found = []
-            jobs: list[tuple[str, Any, int]] = []
-            if Variant.CLEAN in e.variants:
-                jobs.append(("clean", images[i], int(top1[i])))
-            if Variant.ADVERSARIAL in e.variants and flipped and adversarial is not None:
-                adv = adversarial[i].detach().float().permute(1, 2, 0).cpu().numpy()
-                jobs.append(("adversarial", adv, int(cols["adv_class"][i])))
-            for variant, image, cls in jobs:
-                ex = explain(
-                    self.model,
-                    image,
-                    seg,
-                    cls,
-                    n_samples=e.n_samples,
-                    kernel_width=e.kernel_width,
-                    num_features=e.num_features,
-                    fill=e.fill.value,
-                    regressor=e.regressor.value,
-                    batch_size=e.batch_size or (250 if self.device.type == "cuda" else 10),
-                    seed=e.seed,
-                    device=self.device,
-                    bf16=self.bf16,
-                )
-                sur = ex.surrogate
-                found.append(
-                    {
-                        "variant": variant,
-                        "explained_class": cls,
-                        "weights": [float(w) for w in sur.weights],
-                        "intercept": float(sur.intercept),
-                        "score": float(sur.score),
-                        "local_pred": float(sur.local_pred),
-                        "top_features": [int(f) for f in sur.top_features],
-                    }
-                )
-            out[i] = json.dumps(found)
-        return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["image_id"])
@@ -301,40 +217,14 @@ class ModelActor:
             if name not in out:
                 out[name] = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
                 if values.dtype == object:  # keep one Python type per column for Arrow
-                    out[name][:] = "" if name == "explanations" else b""
+                    out[name][:] = self.columns[name].empty
             out[name][rows] = values
 
     def _complete(self, out: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         """Every output column, also when no row of the batch reached the model."""
-        shapes: dict[str, tuple[tuple[int, ...], Any]] = {
-            "top5_classes": ((self.k,), np.int32),
-            "top5_probs": ((self.k,), np.float32),
-            "correct_top1": ((), bool),
-            "correct_top5": ((), bool),
-            "loss": ((), np.float32),
-            "label_prob": ((), np.float32),
-        }
-        if self.dim:
-            shapes["embedding"] = ((self.dim,), np.float32)
-        if self.attack.enabled:
-            shapes.update(
-                {
-                    "target": ((), np.int32),
-                    "steps_to_flip": ((), np.int16),
-                    "adv_class": ((), np.int32),
-                    "adv_prob": ((), np.float32),
-                    "linf": ((), np.float32),
-                    "l2": ((), np.float32),
-                }
-            )
-            if self.attack.keep_images:
-                shapes["stored_flips"] = ((), bool)
-                shapes["image_png"] = ((), object)
-        if self.explain_cfg.enabled:
-            shapes["explanations"] = ((), object)
-        for name, (shape, dtype) in shapes.items():
+        for name, col in self.columns.items():
             if name not in out:
-                out[name] = np.zeros((n, *shape), dtype=dtype)
-                if dtype is object:
-                    out[name][:] = "" if name == "explanations" else b""
+                out[name] = np.zeros((n, *col.row_shape(self.sizes)), dtype=col.dtype)
+                if out[name].dtype == object:
+                    out[name][:] = col.empty
         return out

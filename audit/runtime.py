@@ -1,7 +1,7 @@
 """Joining or starting Ray, for the entry points (``audit-cli run`` and ``ray_jobs/audit.py``).
 
 Library code never calls ``ray.init()``; the entry points call :func:`start_ray` once, before
-:func:`audit.pipeline.run_audit`.
+:func:`audit.run.run_audit`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ import logging
 import os
 import socket
 
+from audit.errors import AuditError
 
-class RayUnreachable(Exception):
+
+class RayUnreachable(AuditError):
     """No Ray cluster answers at the address given (one line, for the CLI)."""
 
 

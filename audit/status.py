@@ -3,8 +3,8 @@
 A run found under the output root is read directly (a local ``audit-cli run``); otherwise, or
 when its manifest does not say 'succeeded', the cluster's Jobs API is asked for the job writing
 that folder. A FAILED or STOPPED job wins over a manifest its driver could not update any more
-(:func:`audit.jobs.merged_state`), and a manifest written before the job started is an earlier
-attempt's (:func:`audit.jobs.manifest_predates`).
+(:func:`audit.jobs.state.merged_state`), and a manifest written before the job started is an earlier
+attempt's (:func:`audit.jobs.state.manifest_predates`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from audit.errors import AuditError
 from audit.store import MANIFEST
 
 
-class StatusError(Exception):
+class StatusError(AuditError):
     """No run or job to show, or its manifest cannot be read (one line, for the CLI)."""
 
 
@@ -34,8 +35,8 @@ class RunStatus:
         error: The run's error, or the failed job's error line.
         url: The run folder (path or URL), None when the job names none.
         address: The Jobs API asked, None when no cluster was asked.
-        job: The job's fields (:func:`audit.jobs.job_info`), None when there is no job.
-        progress: The manifest's progress (:func:`audit.jobs.run_summary`).
+        job: The job's fields (:func:`audit.jobs.presentation.job_info`), None when there is no job.
+        progress: The manifest's progress (:func:`audit.jobs.presentation.run_summary`).
         manifest: The manifest as read, None when there is none yet.
     """
 
@@ -139,73 +140,27 @@ def run_status(
     Raises:
         StatusError: with a one-line reason: no such run or job, or an unreadable manifest.
     """
-    from audit.jobs import META_RUN_URL as RUN_URL
-    from audit.jobs import (
-        JobsError,
-        audit_jobs,
-        connect,
-        error_line,
-        find_job,
-        job_info,
-        job_of_run,
-        manifest_predates,
-        merged_state,
-        run_summary,
-    )
+    from audit.jobs.presentation import job_info, run_summary
+    from audit.jobs.state import manifest_predates, merged_state
 
     so = dict(storage_options or {})
     folder = find_run(run, output, so)
-    manifest: dict[str, Any] | None = None
-    job: Any = None
-    client: Any = None
-    api = None
     if folder is not None:
         manifest = _read_manifest(folder, so)
-        if manifest is not None and manifest.get("state") != "succeeded":
-            try:  # is a job (re)running it? quietly skip when no cluster answers
-                client, api = connect(address)
-                job = job_of_run(find_job(client, str(manifest.get("run_id"))), folder)
-            except JobsError:
-                job = None
+        job, client, api = _job_writing(manifest, folder, address)
     else:
-        asked = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
-        if run is None and not asked:
-            raise StatusError(f"no runs under {output!r}; start one with 'audit-cli run'")
-        try:
-            client, api = connect(address)
-            if run is None:
-                found = audit_jobs(client)
-                if not found:
-                    raise StatusError(f"no audit jobs at {api}; start one with 'audit-cli submit'")
-                job = found[-1]
-            else:
-                job = find_job(client, run)
-        except JobsError as exc:
-            reason = str(exc).rstrip(".")
-            raise StatusError(
-                f"no run {run!r}: neither a run folder nor a run id under {output!r}, "
-                f"and asking the cluster failed: {reason}"
-            ) from None
-        if job is None:
-            raise StatusError(
-                f"no run {run!r}: neither a run folder nor a run id under {output!r}, "
-                f"nor a job at {api}"
-            )
-        folder = (job.metadata or {}).get(RUN_URL)
-        if folder:
-            manifest = _read_manifest(folder, so)
+        from audit.jobs.packaging import META_RUN_URL
+
+        job, client, api = _job_named(run, output, address)
+        folder = (job.metadata or {}).get(META_RUN_URL)
+        manifest = _read_manifest(folder, so) if folder else None
     job_status = str(job.status) if job is not None else None
     earlier = manifest is not None and manifest_predates(manifest, job)
     current = None if earlier or manifest is None else manifest
     state, stale = merged_state(job_status, current.get("state") if current else None)
     error = current.get("error") if current else None
     if job is not None and job_status == "FAILED" and not error:
-        try:
-            logs = client.get_job_logs(job.submission_id or job.job_id)
-            error = error_line(logs) or (job.message or "")
-        except Exception:  # logs are a courtesy; the job's message is enough
-            error = job.message or ""
-        error = error.strip().splitlines()[0] if error.strip() else None
+        error = _failed_job_error(client, job)
     run_id = (manifest or {}).get("run_id") or (
         (job.metadata or {}).get("audit_run_id") if job else run
     )
@@ -221,3 +176,69 @@ def run_status(
         progress=run_summary(manifest) if manifest else None,
         manifest=manifest,
     )
+
+
+def _job_writing(
+    manifest: dict[str, Any] | None, folder: str, address: str | None
+) -> tuple[Any, Any, str | None]:
+    """``(job, client, api)`` of the job (re)running the unfinished run in ``folder``, if one
+    does; quietly none when no cluster answers."""
+    from audit.jobs.client import connect, find_job
+    from audit.jobs.errors import JobsError
+    from audit.jobs.state import job_of_run
+
+    if manifest is None or manifest.get("state") == "succeeded":
+        return None, None, None
+    try:
+        client, api = connect(address)
+        return job_of_run(find_job(client, str(manifest.get("run_id"))), folder), client, api
+    except JobsError:
+        return None, None, None
+
+
+def _job_named(run: str | None, output: str, address: str | None) -> tuple[Any, Any, str]:
+    """``(job, client, api)`` of the job ``run`` names (the newest audit job for None).
+
+    Raises:
+        StatusError: no cluster to ask, or it has no such job.
+    """
+    from audit.jobs.client import audit_jobs, connect, find_job
+    from audit.jobs.errors import JobsError
+
+    asked = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if run is None and not asked:
+        raise StatusError(f"no runs under {output!r}; start one with 'audit-cli run'")
+    job: Any = None
+    try:
+        client, api = connect(address)
+        if run is None:
+            found = audit_jobs(client)
+            if not found:
+                raise StatusError(f"no audit jobs at {api}; start one with 'audit-cli submit'")
+            job = found[-1]
+        else:
+            job = find_job(client, run)
+    except JobsError as exc:
+        reason = str(exc).rstrip(".")
+        raise StatusError(
+            f"no run {run!r}: neither a run folder nor a run id under {output!r}, "
+            f"and asking the cluster failed: {reason}"
+        ) from None
+    if job is None:
+        raise StatusError(
+            f"no run {run!r}: neither a run folder nor a run id under {output!r}, "
+            f"nor a job at {api}"
+        )
+    return job, client, api
+
+
+def _failed_job_error(client: Any, job: Any) -> str | None:
+    """The first line of a failed job's error: from its logs, else its message."""
+    from audit.jobs.state import error_line
+
+    try:
+        logs = client.get_job_logs(job.submission_id or job.job_id)
+        error = error_line(logs) or (job.message or "")
+    except Exception:  # logs are a courtesy; the job's message is enough
+        error = job.message or ""
+    return error.strip().splitlines()[0] if error.strip() else None

@@ -6,7 +6,8 @@ Layout of a run (``root`` is a local path or any fsspec URL)::
     <root>/<run_id>/<table>/shard-00000.parquet, shard-00001.parquet, ...  (per-image tables)
     <root>/<run_id>/<table>/all.parquet                                      (selections, metrics)
 
-Every table is written with the explicit schema below, so a table with no rows still has one
+Every table is written with the explicit schema below (derived from the column declarations
+of :mod:`audit.columns` and the stages), so a table with no rows still has one
 (empty) file that readers can open. The schemas are a public contract: docs/tables.md documents
 them, and changing a column is a breaking change.
 """
@@ -18,6 +19,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import fsspec
@@ -26,116 +28,86 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from audit.columns import IMAGE_ID, MODEL, RUN_ID, URI, Column, Table
 from audit.config import ConfigError
+from audit.stages.attack_table import ADVERSARIAL_TABLE
+from audit.stages.explain_table import EXPLANATIONS_TABLE
+from audit.stages.predict_table import PREDICTIONS_TABLE
 
-PREDICTIONS = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("uri", pa.string(), nullable=False),
-        pa.field("label", pa.int32()),  # class index; null for unlabeled inputs
-        pa.field("top5_classes", pa.list_(pa.int32()), nullable=False),
-        pa.field("top5_probs", pa.list_(pa.float32()), nullable=False),
-        pa.field("correct_top1", pa.bool_()),  # null for unlabeled inputs
-        pa.field("correct_top5", pa.bool_()),
-        pa.field("loss", pa.float32()),  # cross-entropy against label; null when unlabeled
-        pa.field("label_prob", pa.float32()),  # softmax probability of the label; null likewise
-        pa.field("embedding", pa.list_(pa.float32())),  # penultimate layer; null if disabled
-    ]
+ERRORS_TABLE = Table(
+    "errors",
+    (
+        RUN_ID,
+        IMAGE_ID,
+        replace(URI, doc="where the input was"),
+        Column("stage", pa.string(), doc="list, read, decode, segment or predict"),
+        Column("reason", pa.string(), doc="one line saying why"),
+    ),
 )
 
-ERRORS = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("uri", pa.string(), nullable=False),
-        pa.field("stage", pa.string(), nullable=False),  # list, read, decode, segment, predict
-        pa.field("reason", pa.string(), nullable=False),
-    ]
+_CLASS_ID = Column("class_id", pa.string(), doc="the class id, e.g. the WordNet id")
+
+SELECTIONS_TABLE = Table(
+    "selections",
+    (
+        RUN_ID,
+        MODEL,
+        Column("class", pa.int32(), doc="class index"),
+        _CLASS_ID,
+        Column("method", pa.string(), doc="adversarial, mmd_critic, probability, random"),
+        Column("role", pa.string(), doc="prototype or criticism"),
+        Column("rank", pa.int16(), doc="1 = best"),
+        replace(IMAGE_ID, dtype=None, doc="the chosen image"),
+        Column("score", pa.float64(), doc="what the method ranked by"),
+    ),
 )
 
-ADVERSARIAL = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("label", pa.int32()),  # null for unlabeled inputs
-        pa.field("target", pa.int32(), nullable=False),  # the class the attack moves away from
-        pa.field("steps_to_flip", pa.int16()),  # 0 wrong before, 1..M, null = never flipped
-        pa.field("adv_class", pa.int32(), nullable=False),
-        pa.field("adv_prob", pa.float32(), nullable=False),
-        pa.field("linf", pa.float32(), nullable=False),
-        pa.field("l2", pa.float32(), nullable=False),
-        pa.field("stored_flips", pa.bool_()),  # null unless attack.keep_images
-        pa.field("image_png", pa.binary()),  # null unless attack.keep_images
-    ]
+METRICS_TABLE = Table(
+    "metrics",
+    (
+        RUN_ID,
+        MODEL,
+        Column("name", pa.string(), doc="the metric's name"),
+        Column("scope", pa.string(), doc='"all" or a class id (wnid)'),
+        Column("value", pa.float64(), doc="the metric"),
+        Column("count", pa.int64(), doc="images the value is computed over"),
+    ),
 )
 
-EXPLANATIONS = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("variant", pa.string(), nullable=False),  # clean, adversarial
-        pa.field("explained_class", pa.int32(), nullable=False),
-        pa.field("segments", pa.binary(), nullable=False),  # 16-bit PNG of the super-pixel map
-        pa.field("n_segments", pa.int32(), nullable=False),
-        pa.field("weights", pa.list_(pa.float64()), nullable=False),  # one per super-pixel
-        pa.field("intercept", pa.float64(), nullable=False),
-        pa.field("score", pa.float64(), nullable=False),  # weighted R^2 of the surrogate
-        pa.field("local_pred", pa.float64(), nullable=False),  # surrogate at the full image
-        pa.field("top_features", pa.list_(pa.int32()), nullable=False),  # the explanation path
-        pa.field("n_samples", pa.int32(), nullable=False),
-        pa.field("kernel_width", pa.float32(), nullable=False),
-        pa.field("seed", pa.int64(), nullable=False),
-    ]
+CLASSES_TABLE = Table(
+    "classes",
+    (
+        Column("index", pa.int32(), doc="the model's output index"),
+        _CLASS_ID,
+        Column("name", pa.string(), doc="human-readable name"),
+    ),
 )
 
-SELECTIONS = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("class", pa.int32(), nullable=False),  # class index
-        pa.field("class_id", pa.string(), nullable=False),  # e.g. the WordNet id
-        pa.field(
-            "method", pa.string(), nullable=False
-        ),  # adversarial, mmd_critic, probability, random
-        pa.field("role", pa.string(), nullable=False),  # prototype, criticism
-        pa.field("rank", pa.int16(), nullable=False),  # 1 = best
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("score", pa.float64(), nullable=False),  # what the method ranked by
-    ]
-)
-
-METRICS = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("name", pa.string(), nullable=False),
-        pa.field("scope", pa.string(), nullable=False),  # "all" or a class id (wnid)
-        pa.field("value", pa.float64(), nullable=False),
-        pa.field("count", pa.int64(), nullable=False),  # images the value is computed over
-    ]
-)
-
-CLASSES = pa.schema(
-    [
-        pa.field("index", pa.int32(), nullable=False),  # the model's output index
-        pa.field("class_id", pa.string(), nullable=False),  # e.g. the WordNet id
-        pa.field("name", pa.string(), nullable=False),  # human-readable name
-    ]
-)
-
-SCHEMAS: dict[str, pa.Schema] = {
-    "predictions": PREDICTIONS,
-    "errors": ERRORS,
-    "adversarial": ADVERSARIAL,
-    "explanations": EXPLANATIONS,
-    "selections": SELECTIONS,
-    "metrics": METRICS,
-    "classes": CLASSES,
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        PREDICTIONS_TABLE,
+        ERRORS_TABLE,
+        ADVERSARIAL_TABLE,
+        EXPLANATIONS_TABLE,
+        SELECTIONS_TABLE,
+        METRICS_TABLE,
+        CLASSES_TABLE,
+    )
 }
+"""Every table's column declarations, by table name (the per-image tables' come from their
+stages: :mod:`audit.stages.predict_table`, ``attack_table``, ``explain_table``)."""
+
+SCHEMAS: dict[str, pa.Schema] = {name: t.schema() for name, t in TABLES.items()}
+
+PREDICTIONS = SCHEMAS["predictions"]
+ERRORS = SCHEMAS["errors"]
+ADVERSARIAL = SCHEMAS["adversarial"]
+EXPLANATIONS = SCHEMAS["explanations"]
+SELECTIONS = SCHEMAS["selections"]
+METRICS = SCHEMAS["metrics"]
+CLASSES = SCHEMAS["classes"]
+
 
 MANIFEST = "manifest.json"
 

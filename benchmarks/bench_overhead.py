@@ -84,7 +84,7 @@ def ray_pass(args: argparse.Namespace, root: Path) -> tuple[float, dict[str, flo
     """Time the whole ``run_audit`` call; returns (seconds, busy figures, steps_to_flip)."""
     import ray
 
-    from audit.pipeline import run_audit
+    from audit.run import run_audit
 
     cfg = build_config(
         {},

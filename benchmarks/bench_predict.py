@@ -94,7 +94,7 @@ def ray_pass(
     model_name: str, root: Path, out: Path, batch_size: int, run_id: str
 ) -> tuple[float, float]:
     """Seconds for the whole ``run_audit`` call, and seconds until its first results arrived."""
-    from audit.pipeline import run_audit
+    from audit.run import run_audit
 
     cfg = build_config(
         {

@@ -1,6 +1,6 @@
 """ImageNet-scale load test: the full pass on a synthetic ImageNet-layout set, memory watched.
 
-Runs ``audit.pipeline.run_audit`` (prediction and IFGSM on every image, LIME on ``explain.which
+Runs ``audit.run.run_audit`` (prediction and IFGSM on every image, LIME on ``explain.which
 = per_class`` with ``--explain-per-class`` images of each class, criticism off) on the first
 ``--images`` images of the synthetic set of :mod:`make_synthetic_imagenet` (generated once into
 the cache), in a fresh local Ray instance, and reports:
@@ -229,7 +229,7 @@ def run_once(args: argparse.Namespace, n_images: int) -> dict[str, Any]:
     import ray
 
     from audit.config import build_config
-    from audit.pipeline import run_audit
+    from audit.run import run_audit
 
     root = args.root or default_root(args.classes)
     ensure_synthetic_imagenet(n_images, args.classes, root)

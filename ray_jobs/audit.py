@@ -2,7 +2,7 @@
 
 Runs under ``ray job submit --working-dir . -- python -m ray_jobs.audit ...`` (it joins the
 job's cluster) and on its own (it starts a local Ray when no cluster address is given). It only
-parses, validates and calls :func:`audit.pipeline.run_audit`.
+parses, validates and calls :func:`audit.run.run_audit`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from audit.pipeline import run_audit
+    from audit.run import run_audit
 
     start_ray(args.address)
     # `audit-cli stop` / `ray job stop` send SIGTERM: turn it into an exception so the run

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fixtures_demo import demo_cache, demo_run  # noqa: F401  (session fixtures, shared)
 from PIL import Image
 
 # Keep Ray's own state inside the test session and quiet.
@@ -118,3 +120,83 @@ def moto_s3(key: str, secret: str, bucket: str) -> Iterator[dict[str, Any]]:
         yield options
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- test tiers
+#
+# Markers (registered in pyproject.toml; docs/development.md has the commands):
+#   cluster  the test uses a `ray start --head` cluster (tests/cluster_fixtures.py): automatic
+#            when the test or one of its fixtures calls token_cluster/start_cluster.
+#   browser  the test drives a real headless Chromium through Selenium: automatic when the test
+#            or one of its fixtures uses webdriver or test_report's chromium() helper.
+#   slow     end to end and long (a full demo run, a Ray job, a benchmark, a run over many
+#            images): automatic for tests that use a fixture listed in SLOW_FIXTURES, explicit
+#            (@pytest.mark.slow) on the others.
+# `make test` runs everything; `make test-fast` runs -m "not slow and not cluster and not browser".
+
+CLUSTER_NAMES = frozenset({"token_cluster", "start_cluster"})
+BROWSER_NAMES = frozenset({"webdriver", "chromium", "selenium"})
+# (module, fixture) pairs whose setup is itself a long end-to-end run
+SLOW_FIXTURES = frozenset(
+    {
+        ("fixtures_demo", "demo_run"),  # the shared demo run (about a minute on a quiet box)
+        ("test_benchmarks", "cpu_benchmark"),  # benchmarks/gpu.sh --device cpu
+        ("test_model_transforms_e2e", "inception_run"),  # inception_v3 on CPU, every stage
+        ("test_resume", "reference"),  # an uninterrupted run to compare the resumed ones with
+    }
+)
+
+
+def _names_used(func: Any, depth: int = 3) -> set[str]:
+    """Global names a function's code refers to, following the functions of its own module
+    that it calls (``depth`` levels): enough to see a test reach ``chromium()`` through a
+    helper."""
+    func = getattr(func, "__wrapped__", func)
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return set()
+    names: set[str] = set()
+    stack = [code]
+    while stack:  # nested functions, lambdas and comprehensions have code objects of their own
+        c = stack.pop()
+        names.update(c.co_names)
+        stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    if depth > 0:
+        module = getattr(func, "__module__", None)
+        scope = getattr(func, "__globals__", {})
+        for name in list(names):
+            callee = scope.get(name)
+            if isinstance(callee, types.FunctionType) and callee.__module__ == module:
+                names |= _names_used(callee, depth - 1)
+    return names
+
+
+def _fixture_funcs(item: pytest.Item) -> list[Any]:
+    """The functions of the fixtures the test gets (its whole closure; for an overridden
+    name, the definition that wins: the last one)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return []
+    funcs = []
+    for name in getattr(item, "fixturenames", ()):
+        fixturedefs = info.name2fixturedefs.get(name, ())
+        if fixturedefs:
+            funcs.append(fixturedefs[-1].func)
+    return funcs
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        funcs = [getattr(item, "function", None), *_fixture_funcs(item)]
+        used: set[str] = set()
+        for func in funcs:
+            used |= _names_used(func)
+        if used & CLUSTER_NAMES:
+            item.add_marker(pytest.mark.cluster)
+        if used & BROWSER_NAMES:
+            item.add_marker(pytest.mark.browser)
+        slow_fixtures = {
+            (getattr(f, "__module__", ""), getattr(f, "__name__", "")) for f in funcs if f
+        }
+        if slow_fixtures & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)

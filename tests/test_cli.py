@@ -28,11 +28,10 @@ runner = CliRunner()
 REPO = Path(__file__).parents[1]
 
 
-@pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(tmp_path_factory.mktemp("cache"))
+# demo_cache: the session's AUDIT_CACHE_DIR with the demo set rendered once (tests/fixtures_demo.py)
 
 
+@pytest.mark.slow  # the whole demo with the default settings (LIME at 1000 samples)
 def test_run_with_no_arguments_runs_the_demo(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_local: None, demo_cache: str
 ) -> None:
@@ -205,6 +204,7 @@ def test_models_lists_registry() -> None:
     assert {"resnet18", "resnet101", "densenet121", "densenet161", "demo_digits"} <= set(names)
 
 
+@pytest.mark.slow  # a fresh process starts its own Ray and runs 40 demo images
 def test_job_entrypoint_runs_on_its_own(tmp_path: Path, demo_cache: str) -> None:
     env = {**os.environ, "AUDIT_CACHE_DIR": demo_cache, "RAY_ADDRESS": ""}
     proc = subprocess.run(

@@ -151,6 +151,7 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
+@pytest.mark.slow  # audit-cli run, report and human export end to end
 @pytest.mark.timeout(600)  # end to end; a shared 2-core machine can be slow
 def test_factory_model_runs_reports_and_exports(
     digits: Path, reference: dict[str, Ref], tmp_path: Path
@@ -259,6 +260,7 @@ def cli(cluster: LocalCluster, *args: str) -> Any:
     return runner.invoke(app, list(args), env=env)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # a Ray job
 @pytest.mark.timeout(900)  # a cluster start and a job; a shared 2-core machine can be slow
 def test_factory_model_as_a_ray_job(
     cluster: LocalCluster,

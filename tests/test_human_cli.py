@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from audit.config import build_config
 from audit.human.cli import app
 from audit.human.storage import HumanStore
-from audit.pipeline import run_audit
+from audit.run import run_audit
 from audit.store import read_table
 
 runner = CliRunner()
@@ -31,10 +31,11 @@ def invoke(*args: str) -> str:
     return result.output
 
 
+@pytest.mark.slow  # a demo run of its own (12 per class, criticism with 6 prototypes)
 def test_demo_run_to_tables(
-    tmp_path: Path, ray_local: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, ray_local: None, monkeypatch: pytest.MonkeyPatch, demo_cache: str
 ) -> None:
-    monkeypatch.setenv("AUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("AUDIT_CACHE_DIR", demo_cache)
     cfg = build_config(
         {
             "data": {"per_class": 12},

@@ -1,5 +1,5 @@
 """``audit-cli submit/status/logs/stop/list`` against a real ``ray start --head`` cluster with
-token authentication (tests/cluster_fixtures.py), plus the pure helpers of audit/jobs.py."""
+token authentication (tests/cluster_fixtures.py), plus the pure helpers of audit/jobs/."""
 
 from __future__ import annotations
 
@@ -21,23 +21,12 @@ from conftest import free_port
 from typer.testing import CliRunner
 
 from audit.cli import app
-from audit.jobs import (
-    DEFAULT_ADDRESS,
-    JobsError,
-    build_entrypoint,
-    call,
-    connect,
-    error_line,
-    find_token,
-    job_of_run,
-    job_spec,
-    manifest_predates,
-    merged_state,
-    resolve_address,
-    same_run_url,
-    stage_progress,
-    submission_id,
-)
+from audit.jobs.client import DEFAULT_ADDRESS, call, connect, resolve_address
+from audit.jobs.errors import JobsError
+from audit.jobs.packaging import build_entrypoint, job_spec, submission_id
+from audit.jobs.presentation import stage_progress
+from audit.jobs.state import error_line, job_of_run, manifest_predates, merged_state, same_run_url
+from audit.jobs.tokens import find_token
 from audit.store import read_manifest, read_table
 
 runner = CliRunner()
@@ -324,6 +313,7 @@ def test_missing_or_wrong_token_is_one_clear_line(cluster: LocalCluster, tmp_pat
     assert cluster.token not in result.output
 
 
+@pytest.mark.slow  # a Ray job
 def test_failed_job_shows_failed_and_its_error(cluster: LocalCluster, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-folder"
     result = cli(
@@ -358,6 +348,7 @@ def test_failed_job_shows_failed_and_its_error(cluster: LocalCluster, tmp_path: 
     assert as_json["state"] == "failed" and str(missing) in as_json["error"]
 
 
+@pytest.mark.slow  # a Ray job over the demo, stopped while it runs
 @pytest.mark.timeout(900)
 def test_running_job_shows_progress_then_stop_gives_stopped(
     cluster: LocalCluster, tmp_path: Path
@@ -422,6 +413,7 @@ def test_running_job_shows_progress_then_stop_gives_stopped(
     assert "already ended: STOPPED" in cli(cluster, "stop", "h7-long").output
 
 
+@pytest.mark.slow  # the whole demo as a Ray job
 @pytest.mark.timeout(900)  # the whole demo; a shared 2-core machine can be slow
 def test_demo_job_runs_to_succeeded(cluster: LocalCluster, tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -487,6 +479,7 @@ def test_demo_job_runs_to_succeeded(cluster: LocalCluster, tmp_path: Path) -> No
     )
 
 
+@pytest.mark.slow  # two Ray jobs
 @pytest.mark.timeout(900)  # a shared 2-core machine can be slow
 def test_second_attempt_of_a_run_gets_the_next_id(cluster: LocalCluster, tmp_path: Path) -> None:
     out = tmp_path / "out"

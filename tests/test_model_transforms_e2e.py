@@ -23,10 +23,10 @@ from audit.human.config import ExportConfig, Study
 from audit.human.export import export_study
 from audit.human.storage import human_root
 from audit.models.weights import seeded
-from audit.pipeline import run_audit
 from audit.report.build import make_report
 from audit.report.data import load_run
 from audit.report.images import ImageBudget, Pictures
+from audit.run import run_audit
 from audit.store import read_manifest, read_table
 
 PHOTOS = [

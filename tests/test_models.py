@@ -165,7 +165,12 @@ def test_random_weights_are_seeded_and_leave_global_rng_alone() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "head", "dim"), [("resnet18", "fc", 512), ("densenet121", "classifier", 1024)]
+    ("name", "head", "dim"),
+    [
+        ("resnet18", "fc", 512),
+        # a DenseNet build and forward: about 15 s on 2 cores
+        pytest.param("densenet121", "classifier", 1024, marks=pytest.mark.slow),
+    ],
 )
 def test_forward_with_embedding(name: str, head: str, dim: int) -> None:
     loaded = _random(name, seed=2)
@@ -300,6 +305,7 @@ def test_default_weights_are_read_from_the_cache(torch_home: str) -> None:
         assert torch.equal(loaded.module(x), src.module(x))
 
 
+@pytest.mark.slow  # builds and saves a DenseNet-121: about 15 s on 2 cores
 def test_default_densenet_weights_with_legacy_key_names(torch_home: str) -> None:
     """torchvision's DenseNet files use old key names (``norm.1``); its builder renames them."""
     src = _random("densenet121", seed=9)

@@ -409,7 +409,16 @@ NUMERIC = ["resnet18", "densenet121", "inception_v3", "googlenet", "mobilenet_v3
 ``image_size``)."""
 
 
-@pytest.mark.parametrize("name", NUMERIC)
+@pytest.mark.parametrize(
+    "name",
+    # the three largest builds (10-16 s each on 2 cores) run in the full suite only
+    [
+        pytest.param(n, marks=pytest.mark.slow)
+        if n in ("densenet121", "inception_v3", "googlenet")
+        else n
+        for n in NUMERIC
+    ],
+)
 def test_explicit_build_computes_what_torchvision_builds(name: str, hub: Path) -> None:
     weights = torchvision.models.get_model_weights(name).DEFAULT
     with torch.device("meta"), warnings.catch_warnings():

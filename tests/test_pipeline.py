@@ -19,7 +19,7 @@ from audit.data.classes import imagenet_classes
 from audit.data.decode import IMAGENET_MEAN, IMAGENET_STD
 from audit.model_actor import decode_batch
 from audit.models import load_model
-from audit.pipeline import run_audit
+from audit.run import run_audit
 from audit.store import read_manifest, read_table
 
 PHOTOS_BY_CLASS = {
@@ -86,6 +86,7 @@ def reference_predictions(state_dict: dict, paths: dict[str, Path], labels: dict
     return out
 
 
+@pytest.mark.slow  # a pipeline run on Ray (resnet18 on real photos)
 def test_imagefolder_end_to_end_matches_plain_loop(tmp_path: Path, ray_local: None) -> None:
     expected = write_imagefolder(tmp_path / "val")
     cfg = build_config(
@@ -161,6 +162,7 @@ def _flat_folder(root: Path, n: int) -> list[str]:
     return ids
 
 
+@pytest.mark.slow  # a pipeline run on Ray per layout
 @pytest.mark.parametrize("layout", ["kaggle", "devkit", "unlabeled"])
 def test_flat_layouts_end_to_end(tmp_path: Path, ray_local: None, layout: str) -> None:
     shared = SHARED_DATA
@@ -257,6 +259,7 @@ def test_image_bytes_roundtrip_helper() -> None:
         assert img.format == "PNG"
 
 
+@pytest.mark.slow  # a pipeline run on Ray
 def test_kept_adversarial_images_and_stored_flips(
     tmp_path: Path, ray_local: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -301,17 +304,28 @@ def _crop(img: np.ndarray) -> np.ndarray:
     return eval_crop(Image.fromarray(img))
 
 
-@pytest.mark.parametrize("which", ["per_class", "classes", "all", "misclassified", "flipped"])
-def test_explain_which_images(which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "which",
+    [
+        pytest.param("per_class", marks=pytest.mark.slow),  # LIME on 20 images
+        "classes",
+        pytest.param("all", marks=pytest.mark.slow),  # LIME on every image
+        "misclassified",
+        pytest.param("flipped", marks=pytest.mark.slow),  # LIME, clean and adversarial
+    ],
+)
+def test_explain_which_images(
+    which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_cache: str
+) -> None:
     """explain.which picks exactly the images its rule says, checked row by row."""
     import json
 
     from audit.data.demo import ensure_demo_dataset
     from audit.data.layouts import list_inputs
     from audit.model_actor import ModelActor
-    from audit.pipeline import explain_flags
+    from audit.run import explain_flags
 
-    monkeypatch.setenv("AUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("AUDIT_CACHE_DIR", demo_cache)  # the session's rendered demo set
     cfg = build_config(
         {
             "data": {"source": ensure_demo_dataset(), "layout": "imagefolder", "per_class": 3},
@@ -364,26 +378,27 @@ def test_explain_which_images(which: str, tmp_path: Path, monkeypatch: pytest.Mo
         assert explained > 0
 
 
+@pytest.mark.slow  # a pipeline run on Ray
 def test_demo_bytes_travel_with_the_rows(
     tmp_path: Path, ray_local: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The demo set is rendered into the driver's cache, which a cluster's other nodes do not
     # have: its bytes must travel with the rows. Moving the folder away as soon as the rows are
     # built leaves the decode tasks nothing to read from the URIs.
-    from audit import pipeline
+    from audit.run import RunPlan, graph
 
     monkeypatch.setenv("AUDIT_CACHE_DIR", str(tmp_path / "cache"))
-    original = pipeline._Pass.pending_items
+    original = graph.input_rows
     moved: list[Path] = []
 
-    def pending_then_move(self: pipeline._Pass, flags: list[bool]) -> list:
-        items = original(self, flags)
-        folder = Path(str(self.cfg.data.source))
+    def rows_then_move(plan: RunPlan, committed: set[int]) -> list:
+        items = original(plan, committed)
+        folder = Path(str(plan.cfg.data.source))
         folder.rename(folder.with_name(folder.name + ".away"))
         moved.append(folder)
         return items
 
-    monkeypatch.setattr(pipeline._Pass, "pending_items", pending_then_move)
+    monkeypatch.setattr(graph, "input_rows", rows_then_move)
     cfg = build_config(
         {
             "data": {"limit": 40},
@@ -420,6 +435,7 @@ def test_unknown_explain_class_stops_before_the_run_folder_is_touched(
     assert sorted(p.name for p in run.iterdir()) == ["precious.txt"]
 
 
+@pytest.mark.slow  # a pipeline run on Ray (resnet18)
 def test_a_file_listed_twice_is_one_input(tmp_path: Path, ray_local: None) -> None:
     # it used to give two rows under one key, and the run failed after the whole pass
     paths = []

@@ -1,4 +1,4 @@
-"""The HTML report on a real demo run (made once for the module with run_audit on local Ray):
+"""The HTML report on a real demo run (the session's shared one, tests/fixtures_demo.py):
 opened in headless Chromium (every image loads, the tables are there, the console stays
 clean, the class search works), its numbers checked against plain loops over the Parquet files,
 the sampling and size budget, the CLI, human-study tables, and object storage (moto S3)."""
@@ -25,8 +25,7 @@ from conftest import moto_s3
 from PIL import Image
 from typer.testing import CliRunner
 
-from audit.config import ConfigError, build_config
-from audit.pipeline import run_audit
+from audit.config import ConfigError
 from audit.report.bias import read_attributes, read_pairs
 from audit.report.build import build_report, make_report
 from audit.report.cli import app
@@ -105,23 +104,9 @@ def table_rows(table: Node) -> list[list[str]]:
 # ---------------------------------------------------------------- the runs
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> str:
-    """The embedded demo (300 digits + 1 broken file), adversarial images kept, LIME cut to
-    100 samples so that the run takes about a minute."""
-    root = tmp_path_factory.mktemp("runs")
-    cfg = build_config(
-        {},
-        [
-            f"output.root={json.dumps(str(root))}",
-            "output.run_id=demo",
-            "attack.keep_images=true",
-            "explain.n_samples=100",
-            "explain.batch_size=50",
-        ],
-    )
-    run_audit(cfg)
-    return str(root / "demo")
+# demo_run: the session's shared demo run (tests/fixtures_demo.py: the embedded demo, 300
+# digits + 1 broken file, adversarial images kept, LIME cut to 100 samples). Read-only: the
+# fixtures and tests below that change a run copy it first.
 
 
 HUMAN_TABLE1 = {

@@ -145,6 +145,7 @@ def make_run(root: Path) -> str:
     return store.url
 
 
+@pytest.mark.slow  # a report over a 50,000-image run
 @pytest.mark.timeout(900)
 def test_report_of_50000_images_stays_within_bound(tmp_path: Path) -> None:
     run = make_run(tmp_path)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from audit.cli import app
 from audit.config import build_config
 from audit.data.demo import ensure_demo_dataset
-from audit.pipeline import run_audit
+from audit.run import run_audit
 from audit.store import read_manifest, read_table
 
 KEY = "h7KEYID-AKIAEXAMPLE0042"
@@ -65,6 +65,7 @@ def by_image(run: str, options: dict[str, Any] | None = None) -> dict[str, dict[
     return {r["image_id"]: r for r in rows}
 
 
+@pytest.mark.slow  # two pipeline runs on Ray
 def test_s3_inputs_and_outputs_match_a_local_run(
     s3: dict[str, Any],
     digits: Path,
@@ -130,6 +131,7 @@ def ray_log_files() -> list[Path]:
     return [p for p in logs.rglob("*") if p.is_file() and p.stat().st_size < 50 * 2**20]
 
 
+@pytest.mark.slow  # a pipeline run on Ray
 def test_memory_output_without_per_class_tasks(digits: Path, ray_local: None) -> None:
     """memory:// lives in the driver's process, which writes every table: they read back."""
     result = run_audit(config(str(digits), "memory://h7-out", "mem", None, criticism=False))
@@ -139,6 +141,7 @@ def test_memory_output_without_per_class_tasks(digits: Path, ray_local: None) ->
     assert read_manifest(result.url)["state"] == "succeeded"
 
 
+@pytest.mark.slow  # a pipeline run on Ray
 def test_memory_output_with_per_class_tasks(digits: Path, ray_local: None) -> None:
     """Per-class criticism would run in other Ray worker processes, which cannot see the
     driver's memory:// files, so with a memory:// output it runs on the driver."""
@@ -149,6 +152,7 @@ def test_memory_output_with_per_class_tasks(digits: Path, ray_local: None) -> No
     assert {s["class_id"] for s in sel} == set(CLASSES)
 
 
+@pytest.mark.slow  # a pipeline run on Ray
 def test_memory_inputs(digits: Path, tmp_path: Path, ray_local: None) -> None:
     """memory:// inputs are listed by the driver and decoded in Ray worker processes, which
     cannot see them: the driver's bytes travel with the rows, so every image is predicted."""

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audit.criticism.selectors import (
-    AdversarialSelector,
-    MMDCriticSelector,
-    ProbabilitySelector,
-    RandomSelector,
-)
+from audit.criticism.frame import ClassFrame
+from audit.criticism.selectors.adversarial import AdversarialSelector
+from audit.criticism.selectors.mmd_critic import MMDCriticSelector
+from audit.criticism.selectors.probability import ProbabilitySelector
+from audit.criticism.selectors.random_draw import RandomSelector
 
 
 def rows(rng: np.random.Generator, n: int = 60):
@@ -23,9 +22,33 @@ def rows(rng: np.random.Generator, n: int = 60):
     return ids, steps, margin, adv_prob, p, emb
 
 
+def adversarial_frame(
+    ids: list[str], steps: np.ndarray, p: np.ndarray, runner_up: np.ndarray, adv_prob: np.ndarray
+) -> ClassFrame:
+    """Class 0, every image correctly classified; ``steps`` -1 means null (never flipped)."""
+    n = len(ids)
+    return ClassFrame(
+        0,
+        ids,
+        {
+            "predictions.label_prob": p,
+            "predictions.top5_classes": np.tile([0.0, 1.0], (n, 1)),
+            "predictions.top5_probs": np.stack([p, runner_up], axis=1),
+            "adversarial.steps_to_flip": np.where(steps < 0, np.nan, steps),
+            "adversarial.adv_prob": adv_prob,
+        },
+    )
+
+
+def emb_frame(ids: list[str], emb: np.ndarray) -> ClassFrame:
+    return ClassFrame(0, ids, {"predictions.embedding": emb})
+
+
 def test_adversarial_matches_plain_sort(rng: np.random.Generator) -> None:
-    ids, steps, margin, adv_prob, _, _ = rows(rng)
-    sel = AdversarialSelector(4, 5).fit(ids, steps, margin, adv_prob)
+    ids, steps, _, adv_prob, p, _ = rows(rng)
+    runner_up = np.round(rng.uniform(0, 1, size=len(ids)), 2) * p  # ties happen
+    margin = p - runner_up
+    sel = AdversarialSelector(4, 5).fit(adversarial_frame(ids, steps, p, runner_up, adv_prob))
     protos = sorted(
         (i for i, s in zip(ids, steps, strict=True) if s == -1),
         key=lambda i: (-margin[ids.index(i)], i),
@@ -40,7 +63,9 @@ def test_adversarial_matches_plain_sort(rng: np.random.Generator) -> None:
 
 def test_probability_matches_plain_sort(rng: np.random.Generator) -> None:
     ids, _, _, _, p, _ = rows(rng)
-    sel = ProbabilitySelector(3, 3, proto_threshold=0.8, crit_threshold=0.2).fit(ids, p)
+    sel = ProbabilitySelector(3, 3, proto_threshold=0.8, crit_threshold=0.2).fit(
+        ClassFrame(0, ids, {"predictions.label_prob": p})
+    )
     by = dict(zip(ids, p, strict=True))
     assert sel.prototypes_ == sorted((i for i in ids if by[i] > 0.8), key=lambda i: (-by[i], i))[:3]
     assert sel.criticisms_ == sorted((i for i in ids if by[i] < 0.2), key=lambda i: (by[i], i))[:3]
@@ -49,9 +74,9 @@ def test_probability_matches_plain_sort(rng: np.random.Generator) -> None:
 
 def test_random_is_seeded_disjoint_and_order_free(rng: np.random.Generator) -> None:
     ids = rows(rng)[0]
-    a = RandomSelector(3, 3, seed=5, stream=7).fit(ids)
-    b = RandomSelector(3, 3, seed=5, stream=7).fit(list(reversed(ids)))
-    c = RandomSelector(3, 3, seed=6, stream=7).fit(ids)
+    a = RandomSelector(3, 3, seed=5, stream=7).fit(ClassFrame(0, ids))
+    b = RandomSelector(3, 3, seed=5, stream=7).fit(ClassFrame(0, list(reversed(ids))))
+    c = RandomSelector(3, 3, seed=6, stream=7).fit(ClassFrame(0, ids))
     assert a.prototypes_ == b.prototypes_ and a.criticisms_ == b.criticisms_
     assert (a.prototypes_, a.criticisms_) != (c.prototypes_, c.criticisms_)
     assert not set(a.prototypes_) & set(a.criticisms_)
@@ -63,9 +88,11 @@ def test_mmd_selector_is_deterministic_and_order_free(
     rng: np.random.Generator, solver: str
 ) -> None:
     ids, _, _, _, _, emb = rows(rng)
-    a = MMDCriticSelector(3, 2, solver=solver, seed=1).fit(ids, emb)
+    a = MMDCriticSelector(3, 2, solver=solver, seed=1).fit(emb_frame(ids, emb))
     perm = np.random.default_rng(99).permutation(len(ids))
-    b = MMDCriticSelector(3, 2, solver=solver, seed=1).fit([ids[i] for i in perm], emb[perm])
+    b = MMDCriticSelector(3, 2, solver=solver, seed=1).fit(
+        emb_frame([ids[i] for i in perm], emb[perm])
+    )
     assert a.prototypes_ == b.prototypes_ and a.criticisms_ == b.criticisms_
     assert len(a.prototypes_) == 3 and len(a.criticisms_) == 2
     assert not set(a.prototypes_) & set(a.criticisms_)
@@ -75,7 +102,7 @@ def test_mmd_greedy_selector_equals_direct_greedy(rng: np.random.Generator) -> N
     from audit.criticism import mmd
 
     ids, _, _, _, _, emb = rows(rng, n=30)
-    sel = MMDCriticSelector(2, 2, solver="greedy", gamma=0.05).fit(ids, emb)
+    sel = MMDCriticSelector(2, 2, solver="greedy", gamma=0.05).fit(emb_frame(ids, emb))
     order = np.argsort(ids)
     x = emb[order]
     protos = mmd.greedy_prototypes(x, 2, 0.05)
@@ -85,9 +112,10 @@ def test_mmd_greedy_selector_equals_direct_greedy(rng: np.random.Generator) -> N
 
 
 def test_small_classes_give_what_they_have() -> None:
-    sel = AdversarialSelector(3, 3).fit(["a", "b"], np.array([-1, 0]), np.zeros(2), np.zeros(2))
+    frame = adversarial_frame(["a", "b"], np.array([-1, 0]), np.ones(2), np.zeros(2), np.zeros(2))
+    sel = AdversarialSelector(3, 3).fit(frame)
     assert sel.prototypes_ == ["a"] and sel.criticisms_ == []
-    r = RandomSelector(3, 3).fit(["a", "b", "c", "d"])
+    r = RandomSelector(3, 3).fit(ClassFrame(0, ["a", "b", "c", "d"]))
     assert len(r.prototypes_) == 3 and len(r.criticisms_) == 1
 
 
@@ -102,7 +130,7 @@ def test_completion_from_empty_is_the_greedy(rng: np.random.Generator) -> None:
 
 def test_sieve_selector_always_fills_the_count(rng: np.random.Generator) -> None:
     ids, _, _, _, _, emb = rows(rng, n=30)
-    sel = MMDCriticSelector(3, 3, solver="sieve").fit(ids, emb)
+    sel = MMDCriticSelector(3, 3, solver="sieve").fit(emb_frame(ids, emb))
     assert len(sel.prototypes_) == 3 and len(sel.criticisms_) == 3
 
 
@@ -125,7 +153,7 @@ def test_sieve_ranks_best_first(rng: np.random.Generator) -> None:
     from audit.criticism import mmd
 
     ids, _, _, _, _, emb = rows(rng, n=40)
-    sel = MMDCriticSelector(4, 4, solver="sieve", seed=3).fit(ids, emb)
+    sel = MMDCriticSelector(4, 4, solver="sieve", seed=3).fit(emb_frame(ids, emb))
     order = np.argsort(ids)
     x, sorted_ids = emb[order].astype(np.float64), [ids[i] for i in order]
     protos = [sorted_ids.index(i) for i in sel.prototypes_]
@@ -143,7 +171,7 @@ def test_adversarial_selection_takes_correctly_classified_images_only(tmp_path) 
     # with attack.target 'prediction', a misclassified image that never flips kept its wrong
     # prediction: it is no prototype of its class, and one flipped onto the label no criticism
     from audit.config import CriticismConfig
-    from audit.criticism_tasks import select_class
+    from audit.criticism.tasks import select_class
     from audit.store import RunStore
 
     store = RunStore(str(tmp_path), "r")

@@ -17,7 +17,7 @@ from conftest import encode, sample_photo
 
 from audit.config import ConfigError, build_config
 from audit.models.torchvision import cache_path
-from audit.pipeline import run_audit
+from audit.run import run_audit
 from audit.store import read_manifest, read_table
 
 MODEL = "mobilenet_v3_small"  # small and fast on CPU
@@ -79,6 +79,7 @@ def _cache_file(home: Path) -> Path:
             os.environ["TORCH_HOME"] = old
 
 
+@pytest.mark.slow  # three pipeline runs on Ray (resnet18)
 def test_same_weights_under_another_torch_home_resume_replaced_ones_do_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_local: None
 ) -> None:
@@ -116,6 +117,7 @@ def test_same_weights_under_another_torch_home_resume_replaced_ones_do_not(
     assert digest[:12] in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow  # pipeline runs on Ray (resnet18)
 def test_a_checkpoint_replaced_at_the_same_path_is_refused(tmp_path: Path, ray_local: None) -> None:
     data = _photos(tmp_path / "val")
     path = tmp_path / "ckpt.pth"

@@ -9,9 +9,11 @@ One module per command group, each with its own Typer app:
 - :mod:`audit.report.cli`: ``report`` (the HTML report).
 
 :data:`app` is the root (the ``audit-cli`` console script, ``python -m audit.cli``): it takes
-the groups' commands as its own, in the order ``--help`` lists them. Every app is created with
-``pretty_exceptions_show_locals=False``: a traceback's local variables could hold storage
-credentials.
+the groups' commands as its own, in the order ``--help`` lists them. Every command sits on
+:func:`audit.cli_boundary.one_line_errors`: whatever fails for a reason the user can act on (an
+:class:`audit.errors.AuditError`, storage refusing a read or a write) ends in one ``error: ...``
+line and exit code 1. Every app is created with ``pretty_exceptions_show_locals=False``: a
+traceback's local variables could hold storage credentials.
 """
 
 from __future__ import annotations

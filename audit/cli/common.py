@@ -1,5 +1,10 @@
-"""What the command modules share: the one-line error exit, the config loading, the
-``--address``/``--storage-options`` options and the Jobs API lookups."""
+"""What the command modules share: the one-line error exit (:func:`one_line_errors`, under
+every command), the config loading, the ``--address``/``--storage-options`` options and the
+Jobs API lookups.
+
+The error exit and ``--storage-options`` are declared once, in :mod:`audit.cli_boundary`, for
+these modules and for the ``human`` and ``report`` groups alike.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,19 @@ from typing import Annotated, Any
 
 import typer
 
-from audit.config import AuditConfig, ConfigError, load_config
+from audit.cli_boundary import StorageOpt, fail, one_line_errors, parse_storage
+from audit.config import AuditConfig, load_config
 
-
-def fail(message: str) -> typer.Exit:
-    """Print ``error: <message>`` on stderr; the exit (code 1) to raise."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=1)
+__all__ = [
+    "AddressOpt",
+    "StorageOpt",
+    "connect",
+    "fail",
+    "find",
+    "load",
+    "one_line_errors",
+    "parse_storage",
+]
 
 
 def load(
@@ -42,44 +53,28 @@ AddressOpt = Annotated[
         "http://127.0.0.1:8265.",
     ),
 ]
-StorageOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--storage-options",
-        help="fsspec options for reading the run, as JSON (e.g. '{\"anon\": true}').",
-    ),
-]
-
-
-def read_storage_options(text: str | None) -> dict[str, Any]:
-    """``--storage-options`` parsed; exits 1 on bad JSON."""
-    from audit.config import parse_storage_options
-
-    try:
-        return parse_storage_options(text)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
 
 
 def connect(address: str | None) -> tuple[Any, str]:
-    """The Jobs API client and its URL; exits 1 when no cluster answers."""
-    from audit.jobs import JobsError
-    from audit.jobs import connect as connect_jobs
+    """The Jobs API client and its URL.
 
-    try:
-        return connect_jobs(address)
-    except JobsError as exc:
-        raise fail(str(exc)) from None
+    Raises:
+        JobsError: no cluster answers, or it refuses the token.
+    """
+    from audit.jobs.client import connect as connect_jobs
+
+    return connect_jobs(address)
 
 
 def find(client: Any, url: str, ref: str) -> Any:
-    """The job ``ref`` names (submission id, job id or run id); exits 1 when there is none."""
-    from audit.jobs import JobsError, find_job
+    """The job ``ref`` names (submission id, job id or run id); exits 1 when there is none.
 
-    try:
-        job = find_job(client, ref)
-    except JobsError as exc:
-        raise fail(str(exc)) from None
+    Raises:
+        JobsError: the Jobs API call failed.
+    """
+    from audit.jobs.client import find_job
+
+    job = find_job(client, ref)
     if job is None:
         raise fail(f"no job {ref!r} at {url} (neither a submission id, a job id nor a run id)")
     return job

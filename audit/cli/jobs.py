@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from audit.cli.common import AddressOpt, StorageOpt, connect, fail, find, read_storage_options
+from audit.cli.common import (
+    AddressOpt,
+    StorageOpt,
+    connect,
+    fail,
+    find,
+    one_line_errors,
+    parse_storage,
+)
 
 if TYPE_CHECKING:
     from audit.status import RunStatus
@@ -18,7 +26,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 
 def status_lines(st: RunStatus) -> list[str]:
     """What ``audit-cli status`` prints of a run's state, line by line."""
-    from audit.jobs import stage_line, stage_progress
+    from audit.jobs.presentation import stage_line, stage_progress
     from audit.summary import format_metrics
 
     job = st.job
@@ -63,6 +71,7 @@ def status_lines(st: RunStatus) -> list[str]:
 
 
 @app.command()
+@one_line_errors
 def status(
     run: Annotated[
         str | None,
@@ -85,13 +94,9 @@ def status(
     that folder. A FAILED or STOPPED job wins over a manifest its driver could not update any
     more, and a manifest written before the job started is an earlier attempt's.
     """
-    from audit.status import StatusError, run_status
+    from audit.status import run_status
 
-    so = read_storage_options(storage_options)
-    try:
-        st = run_status(run, output, address=address, storage_options=so)
-    except StatusError as exc:
-        raise fail(str(exc)) from None
+    st = run_status(run, output, address=address, storage_options=parse_storage(storage_options))
     if as_json:
         typer.echo(st.to_json())
         return
@@ -100,6 +105,7 @@ def status(
 
 
 @app.command()
+@one_line_errors
 def logs(
     job: Annotated[str, typer.Argument(help="Submission id, job id or run id.")],
     follow: Annotated[
@@ -108,7 +114,8 @@ def logs(
     address: AddressOpt = None,
 ) -> None:
     """Print a job's driver logs (stdout and stderr of the entrypoint)."""
-    from audit.jobs import JobsError, call, one_line
+    from audit.jobs.client import call
+    from audit.jobs.errors import JobsError, one_line
 
     client, api = connect(address)
     found = find(client, api, job)
@@ -134,6 +141,7 @@ def logs(
 
 
 @app.command()
+@one_line_errors
 def stop(
     job: Annotated[str, typer.Argument(help="Submission id, job id or run id.")],
     wait: Annotated[bool, typer.Option(help="Wait until the job has stopped.")] = True,
@@ -141,7 +149,7 @@ def stop(
     address: AddressOpt = None,
 ) -> None:
     """Stop a pending or running job."""
-    from audit.jobs import TERMINAL, JobsError, call, wait_terminal
+    from audit.jobs.client import TERMINAL, call, wait_terminal
 
     client, api = connect(address)
     found = find(client, api, job)
@@ -149,15 +157,13 @@ def stop(
     if str(found.status) in TERMINAL:
         typer.echo(f"job {sid} already ended: {found.status}")
         return
-    try:
-        call(client.stop_job, sid)
-        final = wait_terminal(client, sid, timeout) if wait else "stop requested"
-    except JobsError as exc:
-        raise fail(str(exc)) from None
+    call(client.stop_job, sid)
+    final = wait_terminal(client, sid, timeout) if wait else "stop requested"
     typer.echo(f"job {sid}: {final}")
 
 
 @app.command(name="list")
+@one_line_errors
 def list_jobs(
     every: Annotated[
         bool, typer.Option("--all", help="Also jobs not submitted by audit-cli.")
@@ -166,17 +172,15 @@ def list_jobs(
     address: AddressOpt = None,
 ) -> None:
     """List the cluster's audit jobs, oldest first."""
-    from audit.jobs import JobsError, audit_jobs, call, job_info
+    from audit.jobs.client import audit_jobs, call
+    from audit.jobs.presentation import job_info
 
     client, api = connect(address)
-    try:
-        jobs = (
-            sorted(call(client.list_jobs), key=lambda j: (j.start_time or 0, j.submission_id or ""))
-            if every
-            else audit_jobs(client)
-        )
-    except JobsError as exc:
-        raise fail(str(exc)) from None
+    jobs = (
+        sorted(call(client.list_jobs), key=lambda j: (j.start_time or 0, j.submission_id or ""))
+        if every
+        else audit_jobs(client)
+    )
     rows = [job_info(j) for j in jobs]
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))

@@ -7,10 +7,13 @@ from typing import Annotated
 
 import typer
 
+from audit.cli.common import one_line_errors
+
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 
 
 @app.command()
+@one_line_errors
 def models(
     pattern: Annotated[
         str | None,

@@ -13,13 +13,13 @@ from typing import Annotated, Any
 
 import typer
 
-from audit.cli.common import AddressOpt, connect, fail, load
-from audit.config import ConfigError
+from audit.cli.common import AddressOpt, connect, load, one_line_errors
 
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 
 
 @app.command()
+@one_line_errors
 def run(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML config (default: the demo).")
@@ -38,27 +38,21 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run the audit pass with a progress bar and print the error rates."""
-    from audit.pipeline import preflight, run_audit
+    from audit.run import preflight, run_audit
 
-    try:
-        cfg = load(config, overrides, output, run_id)
-        preflight(cfg)
-        if cfg.model.factory:  # this process builds the model: an unimportable one stops here
-            from audit.models.factory import import_factory
+    cfg = load(config, overrides, output, run_id)
+    preflight(cfg)
+    if cfg.model.factory:  # this process builds the model: an unimportable one stops here
+        from audit.models.factory import import_factory
 
-            import_factory(cfg.model.factory)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
+        import_factory(cfg.model.factory)
 
     from tqdm import tqdm
 
-    from audit.runtime import RayUnreachable, start_ray
+    from audit.runtime import start_ray
     from audit.summary import format_summary
 
-    try:
-        start_ray(address, probe=True)
-    except RayUnreachable as exc:
-        raise fail(str(exc)) from None
+    start_ray(address, probe=True)
     bar: Any = None
 
     def on_progress(done: int, total: int) -> None:
@@ -69,8 +63,6 @@ def run(
 
     try:
         result = run_audit(cfg, progress=on_progress if progress else None)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
     finally:
         if bar is not None:
             bar.close()
@@ -78,6 +70,7 @@ def run(
 
 
 @app.command()
+@one_line_errors
 def submit(
     config: Annotated[
         Path | None,
@@ -111,40 +104,31 @@ def submit(
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 24 * 3600.0,
 ) -> None:
     """Submit the audit as a Ray job (submission id audit-<run_id>) through the Jobs API."""
-    from audit.jobs import JobsError, job_spec, wait_terminal
-    from audit.jobs import submit as submit_job
-    from audit.pipeline import default_run_id, preflight
+    from audit.jobs.client import submit as submit_job
+    from audit.jobs.client import wait_terminal
+    from audit.jobs.packaging import job_spec
+    from audit.run import default_run_id, preflight
 
-    try:
-        cfg = load(config, overrides, output, run_id)
-        preflight(cfg)  # a typo in the model name stops here, not on the cluster
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
+    cfg = load(config, overrides, output, run_id)
+    preflight(cfg)  # a typo in the model name stops here, not on the cluster
     rid = cfg.output.run_id or default_run_id(cfg.model.name)
-    user_sets = [s for s in (overrides or [])]
-    try:
-        spec = job_spec(
-            str(config) if config is not None else None,
-            user_sets,
-            rid,
-            cfg.output.root,
-            str(working_dir),
-            excludes=tuple(excludes or ()),
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-        )
-        client, api = connect(address)
-        sid = submit_job(client, spec)
-    except JobsError as exc:
-        raise fail(str(exc)) from None
+    spec = job_spec(
+        str(config) if config is not None else None,
+        list(overrides or []),
+        rid,
+        cfg.output.root,
+        str(working_dir),
+        excludes=tuple(excludes or ()),
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+    )
+    client, api = connect(address)
+    sid = submit_job(client, spec)
     typer.echo(f"submitted job {sid} to {api}")
     typer.echo(f"  run {rid} -> {spec.run_url}")
     typer.echo(f"  follow: audit-cli logs {sid} --follow    status: audit-cli status {sid}")
     if wait:
-        try:
-            final = wait_terminal(client, sid, timeout)
-        except JobsError as exc:
-            raise fail(str(exc)) from None
+        final = wait_terminal(client, sid, timeout)
         typer.echo(f"job {sid}: {final}")
         if final != "SUCCEEDED":
             raise typer.Exit(code=1)

@@ -12,13 +12,13 @@ Typical use::
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 import fsspec
 import pyarrow as pa
 import typer
 
-from audit.config import ConfigError
+from audit.cli_boundary import StorageOpt, fail, one_line_errors, parse_storage
 from audit.human.analysis import analyze as run_analysis
 from audit.human.analysis import format_table
 from audit.human.config import (
@@ -31,9 +31,7 @@ from audit.human.config import (
     TimeFilter,
 )
 from audit.human.ingest import ingest_files
-from audit.human.mturk import ResultsError
 from audit.human.public import (
-    PublicDataError,
     cleanlab_table,
     madrylab_table,
     read_cleanlab,
@@ -43,7 +41,6 @@ from audit.human.public import (
     real_table,
 )
 from audit.human.storage import FIGURES, TABLES, HumanStore, human_root, read_columns
-from audit.human.studies import StudyError
 
 app = typer.Typer(
     help="Human studies: export Mechanical Turk batches, ingest answers, compute Tables 1-3.",
@@ -64,37 +61,32 @@ class AnswerFormat(str, Enum):
     PLAIN = "plain"
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=1)
-
-
-def _read_text(url: str) -> str:
+def _read_text(url: str, storage_options: dict[str, Any]) -> str:
     try:
-        with fsspec.open(url, "rb") as f:
+        with fsspec.open(url, "rb", **storage_options) as f:
             data: bytes = f.read()
     except (FileNotFoundError, IsADirectoryError):
-        raise _fail(f"{url}: no such file") from None
-    except OSError as exc:
-        raise _fail(f"{url}: {exc}") from None
+        raise fail(f"{url}: no such file") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise _fail(f"{url}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise fail(f"{url}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def _run_predictions(run: str) -> pa.Table:
+def _run_predictions(run: str, storage_options: dict[str, Any]) -> pa.Table:
     try:
         return read_columns(
             run,
             "predictions",
             ["image_id", "label", "top5_classes", "correct_top1", "correct_top5"],
+            storage_options,
         )
     except FileNotFoundError:
-        raise _fail(f"{run}: no manifest.json, not a run folder") from None
+        raise fail(f"{run}: no manifest.json, not a run folder") from None
 
 
 @app.command()
+@one_line_errors
 def export(
     run: RunArg,
     study: Annotated[Study, typer.Argument(help="Which study.")],
@@ -132,8 +124,10 @@ def export(
     ] = None,
     output: OutputOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a batch of the same name.")] = False,
+    storage_options: StorageOpt = None,
 ) -> None:
     """Render the images raters see and write an uploadable batch (MTurk CSV + HTML, JSON/CSV)."""
+    options = parse_storage(storage_options)
     try:
         cfg = ExportConfig(
             study=study,
@@ -153,11 +147,11 @@ def export(
         )
         from audit.human.export import export_study  # imports torch: only when exporting
 
-        batches = export_study(run, cfg, output=output, overwrite=overwrite)
-    except (ConfigError, StudyError) as exc:
-        raise _fail(str(exc)) from None
+        batches = export_study(
+            run, cfg, output=output, overwrite=overwrite, storage_options=options
+        )
     except FileNotFoundError as exc:
-        raise _fail(f"{run}: not a run folder ({exc})") from None
+        raise fail(f"{run}: not a run folder ({exc})") from None
     for b in batches:
         typer.echo(f"batch {b.name}: {b.items} items, {b.images_written} new images -> {b.url}")
     if study is Study.ADVERSARIAL:
@@ -172,6 +166,7 @@ def export(
 
 
 @app.command()
+@one_line_errors
 def ingest(
     run: RunArg,
     batch: Annotated[str, typer.Argument(help="Batch folder name, e.g. misclassified-batch1.")],
@@ -186,39 +181,38 @@ def ingest(
         ),
     ] = AnswerFormat.MTURK,
     output: OutputOpt = None,
+    storage_options: StorageOpt = None,
 ) -> None:
     """Read raters' answers, apply the time filter, count duplicates and missing answers."""
-    try:
-        time_filter = TimeFilter(min_seconds, max_seconds)
-        store = HumanStore(human_root(run, output))
-        files = [(url, _read_text(url)) for url in results]
-        report = ingest_files(store, batch, files, time_filter, plain=fmt is AnswerFormat.PLAIN)
-    except (ConfigError, StudyError, ResultsError) as exc:
-        raise _fail(str(exc)) from None
+    options = parse_storage(storage_options)
+    time_filter = TimeFilter(min_seconds, max_seconds)
+    store = HumanStore(human_root(run, output), options)
+    files = [(url, _read_text(url, options)) for url in results]
+    report = ingest_files(store, batch, files, time_filter, plain=fmt is AnswerFormat.PLAIN)
     for line in report.lines():
         typer.echo(line)
 
 
 @app.command()
+@one_line_errors
 def analyze(
     run: RunArg,
     k: Annotated[int, typer.Option("--k", help="Positive when at least k raters say yes...")] = 4,
     n: Annotated[int, typer.Option("--n", help="...of the first n kept answers.")] = 5,
     plot: Annotated[bool, typer.Option(help="Also write the Figure 2 PNG.")] = True,
     output: OutputOpt = None,
+    storage_options: StorageOpt = None,
 ) -> None:
     """Compute Tables 1-3 and Figure 2 from every ingested batch; write and print them."""
-    try:
-        rule = AgreementRule(k, n)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    predictions = _run_predictions(run)
-    store = HumanStore(human_root(run, output))
+    options = parse_storage(storage_options)
+    rule = AgreementRule(k, n)
+    predictions = _run_predictions(run, options)
+    store = HumanStore(human_root(run, output), options)
     tables, notes = run_analysis(store, predictions, rule, plot=plot)
     for note in notes:
         typer.echo(f"note: {note}")
     if not tables:
-        raise _fail(f"no ingested answers under {store.url()}; run 'ingest' first")
+        raise fail(f"no ingested answers under {store.url()}; run 'ingest' first")
     for name, table in tables.items():
         typer.echo(f"\n{name} -> {store.url(f'{TABLES}/{name}.parquet')}")
         typer.echo(format_table(table))
@@ -227,6 +221,7 @@ def analyze(
 
 
 @app.command()
+@one_line_errors
 def public(
     run: Annotated[
         str | None, typer.Argument(help="Run folder whose predictions to score.")
@@ -249,47 +244,49 @@ def public(
         float, typer.Option(help="MadryLab: fraction of workers that must select a class.")
     ] = 0.5,
     output: OutputOpt = None,
+    storage_options: StorageOpt = None,
 ) -> None:
     """ReaL, cleanlab-rectified and MadryLab accuracy of a predictions table (no study needed)."""
     import pyarrow.dataset as pads
 
+    options = parse_storage(storage_options)
     if (run is None) == (predictions is None):
-        raise _fail("give either a run folder or --predictions, not both or neither")
+        raise fail("give either a run folder or --predictions, not both or neither")
     if not (real or cleanlab or madrylab):
-        raise _fail("give at least one of --real, --cleanlab, --madrylab")
+        raise fail("give at least one of --real, --cleanlab, --madrylab")
     if run is not None:
-        table = _run_predictions(run)
+        table = _run_predictions(run, options)
         root = human_root(run, output)
     else:
         assert predictions is not None
-        fs, path = fsspec.core.url_to_fs(predictions)
+        fs, path = fsspec.core.url_to_fs(predictions, **options)
         table = pads.dataset(path, format="parquet", filesystem=fs).to_table()
         missing = {"image_id", "label", "top5_classes"} - set(table.column_names)
         if missing:
-            raise _fail(f"{predictions}: missing column(s) {sorted(missing)}")
+            raise fail(f"{predictions}: missing column(s) {sorted(missing)}")
         if output is None:
-            raise _fail("with --predictions, say where the tables go with --output")
+            raise fail("with --predictions, say where the tables go with --output")
         root = output
-    store = HumanStore(root)
+    store = HumanStore(root, options)
     out = {}
     try:
         if real:
-            out["public_real"] = real_table(table, read_real(_read_text(real), real))
+            out["public_real"] = real_table(table, read_real(_read_text(real, options), real))
         if cleanlab:
             out["public_cleanlab"] = cleanlab_table(
-                table, read_cleanlab(_read_text(cleanlab), cleanlab), majority
+                table, read_cleanlab(_read_text(cleanlab, options), cleanlab), majority
             )
         if madrylab:
             order = (
-                read_index_to_filepath(_read_text(index_to_filepath), index_to_filepath)
+                read_index_to_filepath(_read_text(index_to_filepath, options), index_to_filepath)
                 if index_to_filepath
                 else None
             )
             out["public_madrylab"] = madrylab_table(
-                table, read_madrylab(_read_text(madrylab), madrylab, order), min_fraction
+                table, read_madrylab(_read_text(madrylab, options), madrylab, order), min_fraction
             )
-    except (PublicDataError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+    except ValueError as exc:  # PublicDataError, or a malformed file the readers let through
+        raise fail(str(exc)) from None
     for name, t in out.items():
         store.write_parquet(f"{TABLES}/{name}.parquet", t)
         typer.echo(f"\n{name} -> {store.url(f'{TABLES}/{name}.parquet')}")

@@ -1,7 +1,7 @@
 """Settings of the human studies: what an export asks, how answers are filtered, the k-of-n rule.
 
 Frozen dataclasses checked when built, by the rules and the one-line
-:class:`~audit.config.ConfigError` message of :mod:`audit.config` (scikit-learn's style:
+:class:`~audit.config.ConfigError` message of :mod:`audit.config.checks` (scikit-learn's style:
 ``The 'k' parameter of AgreementRule must be an int in [1, 5]. Got 6 instead.``).
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
-from audit.config import (
+from audit.config.checks import (
     BOOL,
     NON_NEGATIVE,
     POSITIVE,

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import pyarrow as pa
+
 from audit.config import DEFAULT_MAX_PIXELS
 from audit.data.classes import ClassIndex, imagenet_classes
 from audit.human.config import ExportConfig, Study
@@ -232,6 +234,10 @@ def _asdict(cfg: ExportConfig) -> dict[str, Any]:
     return json.loads(json.dumps(out, default=lambda v: getattr(v, "value", str(v))))
 
 
+_Batch = tuple[str, list[Item], str | None, str]
+"""``(batch name, items, condition or None, template kind)``."""
+
+
 def export_study(
     run: str,
     cfg: ExportConfig,
@@ -259,8 +265,6 @@ def export_study(
             batch exists and ``overwrite`` is false.
     """
     manifest = read_manifest(run, storage_options)
-    run_id = str(manifest["run_id"])
-    classes = run_class_index(run, manifest, storage_options)
     store = HumanStore(human_root(run, output), storage_options)
     predictions = read_columns(
         run,
@@ -268,15 +272,59 @@ def export_study(
         ["image_id", "uri", "label", "top5_classes", "correct_top1", "correct_top5"],
         storage_options,
     )
-    uris = dict(
-        zip(
-            predictions.column("image_id").to_pylist(),
-            predictions.column("uri").to_pylist(),
-            strict=True,
-        )
+    batches, renderer_kw = _study_batches(run, manifest, predictions, cfg, storage_options)
+    for name, _, _, _ in batches:
+        if store.exists(f"{BATCHES}/{name}") and not overwrite:
+            raise StudyError(
+                f"batch {store.url(f'{BATCHES}/{name}')} exists: choose another batch name or "
+                "pass overwrite"
+            )
+    data_cfg = manifest.get("config", {}).get("data", {})
+    renderer = Renderer(
+        dict(
+            zip(
+                predictions.column("image_id").to_pylist(),
+                predictions.column("uri").to_pylist(),
+                strict=True,
+            )
+        ),
+        explanation_features=cfg.explanation_features,
+        storage_options=storage_options,
+        max_pixels=int(data_cfg.get("max_pixels") or DEFAULT_MAX_PIXELS),
+        draft=bool(data_cfg.get("jpeg_draft")),
+        transform=EvalTransform.from_dict(manifest.get("model", {}).get("transform")),
+        **renderer_kw,
     )
+    urls, written = _render_images(store, renderer, batches, cfg)
+    out = []
+    run_id = str(manifest["run_id"])
+    for name, items, condition, kind in batches:
+        if overwrite:  # the old batch's answers refer to its items, not to the new ones
+            store.remove(f"{BATCHES}/{name}")
+            store.remove(f"{ANSWERS}/{name}")
+        html = (
+            template("yes_no.html")
+            if kind == "yes_no"
+            else assignment_template(cfg.classes_per_question, images_per_row(cfg))
+        )
+        url = _write_batch(store, cfg, name, items, urls, run, run_id, html, condition, cfg.name)
+        out.append(ExportedBatch(name, url, len(items), written, condition))
+        written = 0  # the images are counted once, on the first batch
+    return out
+
+
+def _study_batches(
+    run: str,
+    manifest: Mapping[str, Any],
+    predictions: pa.Table,
+    cfg: ExportConfig,
+    storage_options: Mapping[str, Any] | None,
+) -> tuple[list[_Batch], dict[str, Any]]:
+    """The study's batches, and what the renderer needs beyond the inputs (adversarial images
+    and explanations for the adversarial study)."""
+    classes = run_class_index(run, manifest, storage_options)
     renderer_kw: dict[str, Any] = {}
-    batches: list[tuple[str, list[Item], str | None, str]] = []
+    batches: list[_Batch] = []
     if cfg.study is Study.MISCLASSIFIED:
         batches.append((cfg.name, misclassified_items(predictions, classes, cfg), None, "yes_no"))
     elif cfg.study is Study.ADVERSARIAL:
@@ -297,22 +345,17 @@ def export_study(
             cfg,
         )
         batches.append((cfg.name, items, None, "assignment"))
-    for name, _, _, _ in batches:
-        if store.exists(f"{BATCHES}/{name}") and not overwrite:
-            raise StudyError(
-                f"batch {store.url(f'{BATCHES}/{name}')} exists: choose another batch name or "
-                "pass overwrite"
-            )
-    data_cfg = manifest.get("config", {}).get("data", {})
-    renderer = Renderer(
-        uris,
-        explanation_features=cfg.explanation_features,
-        storage_options=storage_options,
-        max_pixels=int(data_cfg.get("max_pixels") or DEFAULT_MAX_PIXELS),
-        draft=bool(data_cfg.get("jpeg_draft")),
-        transform=EvalTransform.from_dict(manifest.get("model", {}).get("transform")),
-        **renderer_kw,
-    )
+    return batches, renderer_kw
+
+
+def _render_images(
+    store: HumanStore, renderer: Renderer, batches: list[_Batch], cfg: ExportConfig
+) -> tuple[dict[tuple[str, str], str], int]:
+    """Render every image the batches show once (an image already in the folder is kept).
+
+    Returns:
+        ``(kind, image_id) -> the URL a rater's browser loads``, and how many images were written.
+    """
     refs = {
         (r.kind, r.image_id): r
         for _, items, _, _ in batches
@@ -332,17 +375,4 @@ def export_study(
             urls[key] = cfg.image_base_url.rstrip("/") + "/" + image
         else:
             urls[key] = store.url(rel)
-    out = []
-    for name, items, condition, kind in batches:
-        if overwrite:  # the old batch's answers refer to its items, not to the new ones
-            store.remove(f"{BATCHES}/{name}")
-            store.remove(f"{ANSWERS}/{name}")
-        html = (
-            template("yes_no.html")
-            if kind == "yes_no"
-            else assignment_template(cfg.classes_per_question, images_per_row(cfg))
-        )
-        url = _write_batch(store, cfg, name, items, urls, run, run_id, html, condition, cfg.name)
-        out.append(ExportedBatch(name, url, len(items), written, condition))
-        written = 0
-    return out
+    return urls, written

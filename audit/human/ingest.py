@@ -106,6 +106,33 @@ def _normalise(value: str, allowed: Sequence[str], where: str, field: str) -> st
     )
 
 
+def _checked_item(
+    a: Assignment,
+    where: str,
+    batch: Mapping[str, Any],
+    item_ids: set[str],
+    shown: Mapping[str, Mapping[str, Any]] | None,
+) -> str:
+    """The row's item id, once it is known to be this batch's and every echoed ``Input.*``
+    equals what the batch showed (see :func:`classify`)."""
+    item_id = a.inputs.get("item_id")
+    if item_id is None:
+        raise ResultsError(
+            f"{a.source}: no Input.item_id column; was this batch exported by audit-cli?"
+        )
+    if item_id not in item_ids:
+        raise ResultsError(f"{where}: Input.item_id {item_id!r} is not an item of {batch['name']}")
+    expected = (shown or {}).get(item_id, {})
+    for column, value in a.inputs.items():
+        if column in expected and value != str(expected[column]):
+            raise ResultsError(
+                f"{where}: Input.{column} is {value!r}, but item {item_id} of "
+                f"{batch['name']} showed {str(expected[column])!r}: these results belong "
+                "to another batch or to an earlier export of this one"
+            )
+    return str(item_id)
+
+
 def classify(
     rows: Sequence[Assignment],
     batch: Mapping[str, Any],
@@ -140,23 +167,7 @@ def classify(
     out = []
     for a in rows:
         where = f"{a.source}: row {a.row} (line {a.line})"
-        item_id = a.inputs.get("item_id")
-        if item_id is None:
-            raise ResultsError(
-                f"{a.source}: no Input.item_id column; was this batch exported by audit-cli?"
-            )
-        if item_id not in item_ids:
-            raise ResultsError(
-                f"{where}: Input.item_id {item_id!r} is not an item of {batch['name']}"
-            )
-        expected = (shown or {}).get(item_id, {})
-        for column, value in a.inputs.items():
-            if column in expected and value != str(expected[column]):
-                raise ResultsError(
-                    f"{where}: Input.{column} is {value!r}, but item {item_id} of "
-                    f"{batch['name']} showed {str(expected[column])!r}: these results belong "
-                    "to another batch or to an earlier export of this one"
-                )
+        item_id = _checked_item(a, where, batch, item_ids, shown)
         raw = answer_value(a.answers, field)
         if raw is None and set(a.answers) == {"answer"}:  # a plain answers file
             raw = a.answers["answer"].strip()

@@ -19,11 +19,13 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from audit.errors import AuditError
+
 REQUIRED = ("HITId", "AssignmentId", "WorkerId", "WorkTimeInSeconds")
 TRAILING_OPTIONAL = ("Approve", "Reject")
 
 
-class ResultsError(ValueError):
+class ResultsError(AuditError, ValueError):
     """A results file cannot be read; the message names the file, the row and the field."""
 
 

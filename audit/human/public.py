@@ -30,6 +30,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from audit.errors import AuditError
+
 PUBLIC_SCHEMA = pa.schema(
     [
         ("measure", pa.string()),
@@ -39,7 +41,7 @@ PUBLIC_SCHEMA = pa.schema(
 )
 
 
-class PublicDataError(ValueError):
+class PublicDataError(AuditError, ValueError):
     """A public judgments file is not in the expected format (message names file and entry)."""
 
 

@@ -19,10 +19,11 @@ import numpy as np
 import pyarrow as pa
 
 from audit.data.classes import ClassIndex
+from audit.errors import AuditError
 from audit.human.config import ASSIGNMENT_CONDITIONS, ExportConfig, Shown, Subset
 
 
-class StudyError(ValueError):
+class StudyError(AuditError, ValueError):
     """A study cannot be exported from this run; the message says why in one line."""
 
 

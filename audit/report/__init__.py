@@ -4,4 +4,6 @@
 
     from audit.report.build import make_report
     url, report = make_report(["audit-output/<run_id>"])
+
+Each section is one module of :mod:`audit.report.sections`, found through its registry.
 """

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from audit.config import ConfigError, parse_storage_options
+from audit.cli_boundary import StorageOpt, one_line_errors, parse_storage
 from audit.report.config import ReportConfig
 
 _D = ReportConfig()
@@ -18,6 +18,7 @@ _D = ReportConfig()
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 
 
+@one_line_errors
 def report(
     runs: Annotated[
         list[str],
@@ -56,38 +57,27 @@ def report(
         int, typer.Option(help="Longest side of thumbnails, pixels.")
     ] = _D.thumb_size,
     seed: Annotated[int, typer.Option(help="Seed of every sample.")] = _D.seed,
-    storage_options: Annotated[
-        str | None,
-        typer.Option(
-            "--storage-options",
-            help="fsspec options for the runs, the CSVs and the output, as JSON "
-            "(e.g. '{\"anon\": true}').",
-        ),
-    ] = None,
+    storage_options: StorageOpt = None,
 ) -> None:
     """Write a self-contained HTML report (tables, plots, image grids) of audit runs."""
     from audit.report.bias import read_attributes, read_pairs
     from audit.report.build import make_report
 
-    try:
-        options = parse_storage_options(storage_options)
-        cfg = ReportConfig(
-            examples=examples,
-            adversarial_examples=adversarial_examples,
-            paths=paths,
-            max_classes=max_classes,
-            classes_per_page=classes_per_page,
-            max_images=max_images,
-            max_image_bytes=int(max_image_mb * 1_000_000),
-            thumb_size=thumb_size,
-            seed=seed,
-        )
-        attrs = read_attributes(attributes, options) if attributes else None
-        pair_list = read_pairs(pairs, options) if pairs else None
-        url, built = make_report(runs, output, cfg, attrs, pair_list, options)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from None
+    options = parse_storage(storage_options)
+    cfg = ReportConfig(
+        examples=examples,
+        adversarial_examples=adversarial_examples,
+        paths=paths,
+        max_classes=max_classes,
+        classes_per_page=classes_per_page,
+        max_images=max_images,
+        max_image_bytes=int(max_image_mb * 1_000_000),
+        thumb_size=thumb_size,
+        seed=seed,
+    )
+    attrs = read_attributes(attributes, options) if attributes else None
+    pair_list = read_pairs(pairs, options) if pairs else None
+    url, built = make_report(runs, output, cfg, attrs, pair_list, options)
     size = len(built.html.encode("utf-8"))
     typer.echo(
         f"report: {url} ({size / 1e6:.1f} MB, {built.images} images, "

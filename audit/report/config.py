@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from audit.config import NON_NEGATIVE, Checked, FieldRules, Interval
+from audit.config.checks import NON_NEGATIVE, Checked, FieldRules, Interval
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,10 @@ the batch's size can change in the last bit.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -31,7 +33,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from audit.columns import Column
+from audit.config import AttackConfig, AttackTarget
+from audit.stages import attack_table
 from audit.stages.predict import images_to_tensor
+from audit.stages.registry import StageContext, register_stage
 
 NEVER = -1
 """``steps_to_flip`` value for an image that is still not flipped after ``max_steps``."""
@@ -108,12 +114,7 @@ def ifgsm(
         >>> r.steps_to_flip.shape
         torch.Size([4])
     """
-    if model.training:
-        raise ValueError("ifgsm needs the model in eval mode (batch-norm statistics frozen).")
-    if not 0.0 < eps_step <= 1.0:
-        raise ValueError(f"eps_step must be in (0, 1]. Got {eps_step!r} instead.")
-    if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1. Got {max_steps!r} instead.")
+    _check_attack(model, eps_step, max_steps)
     n = x.shape[0]
     device = x.device
     steps = torch.full((n,), NEVER, dtype=torch.int64, device=device)
@@ -156,13 +157,18 @@ def ifgsm(
             p.requires_grad_(True)
     delta = (adversarial - x.detach()).flatten(1).float()
     return AttackResult(
-        steps_to_flip=steps,
-        adv_class=adv_class,
-        adv_prob=adv_prob,
-        linf=delta.abs().amax(dim=1),
-        l2=delta.norm(dim=1),
-        adversarial=adversarial,
+        steps, adv_class, adv_prob, delta.abs().amax(dim=1), delta.norm(dim=1), adversarial
     )
+
+
+def _check_attack(model: nn.Module, eps_step: float, max_steps: int) -> None:
+    """Raise ``ValueError`` for a model in training mode or an argument out of range."""
+    if model.training:
+        raise ValueError("ifgsm needs the model in eval mode (batch-norm statistics frozen).")
+    if not 0.0 < eps_step <= 1.0:
+        raise ValueError(f"eps_step must be in (0, 1]. Got {eps_step!r} instead.")
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1. Got {max_steps!r} instead.")
 
 
 def attack_columns(
@@ -222,3 +228,48 @@ def attack_columns(
             pngs[i] = buf.getvalue()
         out["image_png"] = pngs
     return out, r.adversarial
+
+
+@register_stage
+class AttackStage:
+    """The attack stage of the model actor: :func:`attack_columns` on the decoded crops.
+
+    Adds ``target`` (the label, or with ``attack.target: prediction`` or an unknown label the
+    clean top-1) and the attack's columns (:data:`audit.stages.attack_table.COLUMNS`; the last
+    two only with ``attack.keep_images``), and hands the unrounded adversarial images on in
+    ``state["adversarial"]``.
+    """
+
+    name: ClassVar[str] = "attack"
+    section: ClassVar[str] = "attack"
+    needs: ClassVar[tuple[str, ...]] = ("image", "label", "predict")
+    uses: ClassVar[tuple[str, ...]] = ()
+    columns: ClassVar[tuple[Column, ...]] = attack_table.COLUMNS
+
+    def __init__(self, config: AttackConfig, context: StageContext) -> None:
+        self.config = config
+        self.context = context
+
+    def outputs(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if self.config.keep_images or not c.optional)
+
+    def run(self, batch: Mapping[str, np.ndarray], state: dict[str, Any]) -> dict[str, np.ndarray]:
+        a = self.config
+        labels = np.asarray(batch["label"], dtype=np.int64)
+        clean = batch["top5_classes"][:, 0].astype(np.int64)
+        use_label = (labels >= 0) & (a.target is AttackTarget.LABEL)
+        targets = np.where(use_label, labels, clean)
+        cols: dict[str, np.ndarray] = {"target": targets.astype(np.int32)}
+        attacked, state["adversarial"] = attack_columns(
+            self.context.model,
+            batch["image"],
+            targets,
+            eps_step=a.eps_step,
+            max_steps=a.max_steps,
+            norm=a.norm.value,
+            device=self.context.device,
+            bf16=self.context.bf16,
+            keep_images=a.keep_images,
+        )
+        cols.update(attacked)
+        return cols

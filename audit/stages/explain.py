@@ -49,9 +49,12 @@ Example:
 from __future__ import annotations
 
 import inspect
+import json
 import math
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -60,8 +63,13 @@ from skimage.segmentation import quickshift, slic
 from sklearn.linear_model import LinearRegression, Ridge, lars_path
 from torch import nn
 
+from audit.columns import Column
+from audit.config import ExplainConfig, ExplainWhich, Variant
+from audit.data.segments import decode_segments
 from audit.models import AuditModel
+from audit.stages import explain_table
 from audit.stages.predict import images_to_tensor
+from audit.stages.registry import StageContext, register_stage
 
 SEGMENTERS = ("quickshift", "slic")
 FILLS = ("zero", "mean", "blur")
@@ -485,23 +493,12 @@ def explain(
         raise ValueError("explain needs the model in eval mode (batch-norm statistics frozen).")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1. Got {batch_size} instead.")
-    if image.ndim != 3 or image.shape[2] != 3 or segments.shape != image.shape[:2]:
-        raise ValueError(
-            f"image must be (H, W, 3) and segments (H, W). Got {image.shape} and "
-            f"{segments.shape} instead."
-        )
-    seg_np = np.asarray(segments, dtype=np.int64)
+    seg_np = _checked_segments(image, segments)
     d = int(seg_np.max()) + 1
-    if seg_np.min() != 0 or len(np.unique(seg_np)) != d:
-        raise ValueError("segments must hold consecutive ids 0..d-1.")
-    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
-        raise ValueError("a float image must be finite (values in [0, 1]).")
     dev = torch.device(device)
     masks = sample_masks(d, n_samples, seed)
     autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if bf16 and dev.type == "cuda"
-        else nullcontext()
+        torch.autocast("cuda", torch.bfloat16) if bf16 and dev.type == "cuda" else nullcontext()
     )
     targets = []
     with torch.inference_mode():
@@ -517,8 +514,7 @@ def explain(
         for start in range(0, n_samples, batch_size):
             batch = build(masks_t[start : start + batch_size])
             with autocast:
-                logits = net(batch)
-            logits = logits.float()
+                logits = net(batch).float()
             out = torch.softmax(logits, dim=1) if output == "prob" else logits
             targets.append(out[:, explained_class].cpu().numpy())
     target = np.concatenate(targets).astype(np.float64)
@@ -533,6 +529,22 @@ def explain(
         kernel_width=kernel_width,
         seed=seed,
     )
+
+
+def _checked_segments(image: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """``segments`` as int64 once the image and its map agree (see :func:`explain`'s errors)."""
+    if image.ndim != 3 or image.shape[2] != 3 or segments.shape != image.shape[:2]:
+        raise ValueError(
+            f"image must be (H, W, 3) and segments (H, W). Got {image.shape} and "
+            f"{segments.shape} instead."
+        )
+    seg_np = np.asarray(segments, dtype=np.int64)
+    d = int(seg_np.max()) + 1
+    if seg_np.min() != 0 or len(np.unique(seg_np)) != d:
+        raise ValueError("segments must hold consecutive ids 0..d-1.")
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        raise ValueError("a float image must be finite (values in [0, 1]).")
+    return seg_np
 
 
 def attention_image(
@@ -572,3 +584,89 @@ def explanation_path(
     return [
         attention_image(image, segments, top_features, k=i + 1) for i in range(len(top_features))
     ]
+
+
+@register_stage
+class ExplainStage:
+    """The explain stage of the model actor: :func:`explain` for the rows ``explain.which`` picks.
+
+    A row is explained when the decode tasks segmented it (its ``segments`` are not empty: it is
+    flagged ``explain``) and, with ``which: misclassified``, its label is known and differs from
+    the top-1 class, or with ``which: flipped``, the attack flipped it. ``clean`` explains the
+    clean crop for its top-1 class; ``adversarial`` (flipped rows) the attack's unrounded image
+    for its adversarial class, on the clean crop's super-pixels.
+
+    Adds ``explanations``: per row a JSON list with one object per explained variant, keyed by
+    :data:`audit.stages.explain_table.SURROGATE_KEYS` (``""`` for rows not explained).
+    """
+
+    name: ClassVar[str] = "explain"
+    section: ClassVar[str] = "explain"
+    needs: ClassVar[tuple[str, ...]] = ("image", "label", "segments", "predict")
+    uses: ClassVar[tuple[str, ...]] = ("attack",)
+    columns: ClassVar[tuple[Column, ...]] = explain_table.COLUMNS
+
+    def __init__(self, config: ExplainConfig, context: StageContext) -> None:
+        self.config = config
+        self.context = context
+
+    def outputs(self) -> tuple[Column, ...]:
+        return self.columns
+
+    def run(self, batch: Mapping[str, np.ndarray], state: dict[str, Any]) -> dict[str, np.ndarray]:
+        e = self.config
+        ctx = self.context
+        images, segments = batch["image"], batch["segments"]
+        adversarial = state.get("adversarial")
+        out = np.full(len(images), "", dtype=object)
+        labels = np.asarray(batch["label"], dtype=np.int64)
+        top1 = batch["top5_classes"][:, 0].astype(np.int64)
+        steps = batch.get("steps_to_flip")
+        for i in range(len(images)):
+            if not segments[i]:
+                continue
+            flipped = steps is not None and steps[i] >= 1
+            if e.which is ExplainWhich.MISCLASSIFIED and not (
+                labels[i] >= 0 and top1[i] != labels[i]
+            ):
+                continue
+            if e.which is ExplainWhich.FLIPPED and not flipped:
+                continue
+            seg = decode_segments(segments[i])
+            found = []
+            jobs: list[tuple[str, Any, int]] = []
+            if Variant.CLEAN in e.variants:
+                jobs.append(("clean", images[i], int(top1[i])))
+            if Variant.ADVERSARIAL in e.variants and flipped and adversarial is not None:
+                adv = adversarial[i].detach().float().permute(1, 2, 0).cpu().numpy()
+                jobs.append(("adversarial", adv, int(batch["adv_class"][i])))
+            for variant, image, cls in jobs:
+                ex = explain(
+                    ctx.model,
+                    image,
+                    seg,
+                    cls,
+                    n_samples=e.n_samples,
+                    kernel_width=e.kernel_width,
+                    num_features=e.num_features,
+                    fill=e.fill.value,
+                    regressor=e.regressor.value,
+                    batch_size=e.batch_size or (250 if ctx.device.type == "cuda" else 10),
+                    seed=e.seed,
+                    device=ctx.device,
+                    bf16=ctx.bf16,
+                )
+                sur = ex.surrogate
+                found.append(
+                    {
+                        "variant": variant,
+                        "explained_class": cls,
+                        "weights": [float(w) for w in sur.weights],
+                        "intercept": float(sur.intercept),
+                        "score": float(sur.score),
+                        "local_pred": float(sur.local_pred),
+                        "top_features": [int(f) for f in sur.top_features],
+                    }
+                )
+            out[i] = json.dumps(found)
+        return {"explanations": out}

@@ -6,14 +6,20 @@ inside, so the same tensors serve prediction and, later, attacks in pixel space.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from audit.columns import Column
+from audit.config import PredictConfig
 from audit.models import AuditModel
+from audit.stages import predict_table
+from audit.stages.registry import StageContext, register_stage
 
 
 @dataclass(frozen=True)
@@ -111,3 +117,40 @@ def predict(
             label_prob=p_label.cpu().numpy().astype(np.float32),
             embedding=None if emb is None else emb.float().reshape(n, -1).cpu().numpy(),
         )
+
+
+@register_stage
+class PredictStage:
+    """The prediction stage of the model actor: :func:`predict` on the decoded crops.
+
+    Adds :data:`audit.stages.predict_table.COLUMNS` (``embedding`` only when
+    ``predict.embeddings`` is set and the context's ``dim`` is not 0).
+    """
+
+    name: ClassVar[str] = "predict"
+    section: ClassVar[str] = "predict"
+    needs: ClassVar[tuple[str, ...]] = ("image", "label")
+    uses: ClassVar[tuple[str, ...]] = ()
+    columns: ClassVar[tuple[Column, ...]] = predict_table.COLUMNS
+
+    def __init__(self, config: PredictConfig, context: StageContext) -> None:
+        self.config = config
+        self.context = context
+        self.keep_embedding = config.embeddings and bool(context.sizes.get("dim"))
+
+    def outputs(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.name != "embedding" or self.keep_embedding)
+
+    def run(self, batch: Mapping[str, np.ndarray], state: dict[str, Any]) -> dict[str, np.ndarray]:
+        p = predict(
+            self.context.model,
+            batch["image"],
+            batch["label"],
+            device=self.context.device,
+            bf16=self.context.bf16,
+            embeddings=self.config.embeddings,
+        )
+        cols = {c.name: getattr(p, c.name) for c in self.columns if c.name != "embedding"}
+        if p.embedding is not None and self.keep_embedding:
+            cols["embedding"] = p.embedding
+        return cols

@@ -1,0 +1,168 @@
+"""What every ``audit-cli`` command shares at its boundary: the one-line error exit and the one
+``--storage-options`` option.
+
+Whatever fails, a command prints one ``error: ...`` line on stderr and exits 1: a
+user-facing error (:class:`audit.errors.AuditError`) or storage refusing a read or a write
+(an ``OSError``, or one of the client libraries' own errors: botocore's connection errors are
+not ``OSError``\\ s). Secrets never reach that line: the values of the command's
+``--storage-options`` that look like credentials, the dashboard token, cloud credentials from
+the environment and the ``user:password@`` of URLs are masked. Anything else is a bug and keeps
+its traceback (without local variables: every app sets ``pretty_exceptions_show_locals=False``).
+
+This module is outside the :mod:`audit.cli` package so that the ``human`` and ``report`` command
+groups (:mod:`audit.human.cli`, :mod:`audit.report.cli`), which :mod:`audit.cli` imports, can use
+it without an import cycle; :mod:`audit.cli.common` hands it on to the ``audit.cli`` modules.
+
+Example::
+
+    @app.command()
+    @one_line_errors
+    def show(run: str, storage_options: StorageOpt = None) -> None:
+        read_manifest(run, parse_storage(storage_options))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, TypeVar, cast
+
+import typer
+
+from audit.errors import AuditError
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage-options",
+        help="fsspec options for the run and the other files the command reads or writes, "
+        "as JSON (e.g. '{\"anon\": true}').",
+    ),
+]
+
+# fsspec option names whose values are credentials (s3fs key/secret/token, gcsfs token,
+# adlfs account_key/sas_token, http password...)
+_SECRET_NAME = re.compile(r"key|secret|token|passw|credential|signature|sas", re.IGNORECASE)
+_SECRET_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+)
+_URL_USERINFO = re.compile(r"(?<=://)[^/\s@\"']+@")
+MASK = "***"
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: <message>`` on stderr; the exit (code 1) to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=1)
+
+
+def parse_storage(text: str | None) -> dict[str, Any]:
+    """``--storage-options`` parsed (``{}`` when not given).
+
+    Raises:
+        ConfigError: not a JSON object (the message never echoes the text).
+    """
+    from audit.config import parse_storage_options
+
+    return parse_storage_options(text)
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """The errors storage raises for a refused read or write: ``OSError`` (local files,
+    fsspec's FileNotFoundError/PermissionError, aiohttp's connection errors) and the client
+    libraries' errors that are not ``OSError``\\ s (botocore's ``EndpointConnectionError``,
+    ``NoCredentialsError``, ``ClientError``; aiohttp's ``ClientResponseError``)."""
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        errors += [BotoCoreError, ClientError]
+    except ImportError:
+        pass
+    try:
+        from aiohttp import ClientError as HTTPClientError
+
+        errors.append(HTTPClientError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _secret_values(value: Any, secret: bool = False) -> Iterable[str]:
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            yield from _secret_values(item, secret or bool(_SECRET_NAME.search(str(name))))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _secret_values(item, secret)
+    elif secret and isinstance(value, str | int) and not isinstance(value, bool):
+        text = str(value)
+        yield from [text] if len(text) >= 4 else []  # shorter ones would mask ordinary words
+
+
+def secrets_in(params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> set[str]:
+    """The secrets a command's error line must not show: credential-like values of its
+    ``storage_options`` parameter (the ``--storage-options`` JSON), the dashboard token and
+    cloud credentials from ``env``."""
+    env = os.environ if env is None else env
+    found: set[str] = set()
+    text = params.get("storage_options")
+    if isinstance(text, str):
+        with contextlib.suppress(ValueError):  # bad JSON is reported without echoing it
+            found.update(_secret_values(json.loads(text)))
+    found.update(v for v in (env.get(name, "") for name in _SECRET_ENV) if len(v) >= 4)
+    from audit.jobs.errors import JobsError
+    from audit.jobs.tokens import find_token
+
+    try:
+        token = find_token(env).value
+    except JobsError:
+        token = None
+    if token:
+        found.add(token)
+    return found
+
+
+def error_message(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+    """One line for ``exc``: an :class:`AuditError`'s message as it is; a storage error's
+    path and reason with its type; ``secrets`` and the passwords of URLs masked."""
+    if isinstance(exc, AuditError):
+        text = str(exc)
+    else:
+        if isinstance(exc, OSError) and exc.strerror:
+            detail = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror)
+        else:
+            detail = str(exc) or "no message"
+        text = f"{detail} ({type(exc).__name__})"
+    text = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return _URL_USERINFO.sub(MASK + "@", text)
+
+
+def one_line_errors(command: Command) -> Command:
+    """Wrap a command so that an :class:`AuditError` or a storage error ends it with one
+    ``error: ...`` line and exit code 1 (see the module docstring); put it under
+    ``@app.command()``."""
+
+    @functools.wraps(command)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except Exception as exc:
+            if not isinstance(exc, (AuditError, *storage_errors())):
+                raise
+            raise fail(error_message(exc, secrets_in(kwargs))) from None
+
+    return cast(Command, guarded)

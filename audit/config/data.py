@@ -1,0 +1,90 @@
+"""The ``data`` section: where the images come from and which of them to audit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar
+
+from audit.config.checks import (
+    BOOL,
+    CLASS_IDS,
+    MAPPING,
+    POSITIVE,
+    STRING,
+    Checked,
+    FieldRules,
+    Items,
+    Options,
+    Text,
+)
+
+
+class Layout(str, Enum):
+    """How the input folder is organised."""
+
+    AUTO = "auto"
+    IMAGEFOLDER = "imagefolder"  # val/<wnid>/<image_id>.JPEG
+    KAGGLE = "kaggle"  # flat folder + LOC_val_solution.csv
+    DEVKIT = "devkit"  # flat folder + ILSVRC2012_validation_ground_truth.txt
+    UNLABELED = "unlabeled"  # any folder or list of images, no labels
+    DEMO = "demo"  # the embedded digits demo set
+
+
+DEMO_SOURCE = "demo"
+# PIL's own threshold for DecompressionBombWarning; larger images are refused as bombs.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+@dataclass(frozen=True)
+class DataConfig(Checked):
+    """Where the images come from and which of them to audit.
+
+    Attributes:
+        source: A local path or fsspec URL of the image folder, a list of image paths/URLs
+            (``layout: unlabeled`` only), or ``"demo"`` for the embedded demo set.
+        layout: One of :class:`Layout`; ``auto`` picks from what the folder contains.
+        labels_file: Kaggle's ``LOC_val_solution.csv`` or the devkit's
+            ``ILSVRC2012_validation_ground_truth.txt``; looked up inside ``source`` when unset.
+        limit: Keep only the first N inputs (by image_id).
+        per_class: Keep only the first N inputs of each class (by image_id).
+        classes: Keep only these classes (WordNet ids such as ``n01440764``).
+        max_pixels: Images with more pixels are rejected as decompression bombs.
+        decode_batch_size: Images per Ray Data decode task batch.
+        jpeg_draft: Let PIL decode JPEGs at a reduced scale in the DCT domain (draft mode)
+            before the exact resize; faster, but not bit-identical to torchvision's transform.
+        storage_options: Passed through to fsspec for reading inputs (credentials stay here).
+    """
+
+    source: str | tuple[str, ...] = DEMO_SOURCE
+    layout: Layout = Layout.AUTO
+    labels_file: str | None = None
+    limit: int | None = None
+    per_class: int | None = None
+    classes: tuple[str, ...] = ()
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    decode_batch_size: int = 32
+    jpeg_draft: bool = False
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    SECTION: ClassVar[str | None] = "data"
+    RULES: ClassVar[Mapping[str, FieldRules]] = {
+        "source": (
+            Text("a non-empty path or URL"),
+            Items(Text("a non-empty path or URL"), "a non-empty list of paths or URLs", min_len=1),
+        ),
+        "layout": Options(Layout),
+        "labels_file": (STRING, None),
+        "limit": (POSITIVE, None),
+        "per_class": (POSITIVE, None),
+        "classes": CLASS_IDS,
+        "max_pixels": POSITIVE,
+        "decode_batch_size": POSITIVE,
+        "jpeg_draft": BOOL,
+        "storage_options": MAPPING,
+    }
+
+    @property
+    def is_demo(self) -> bool:
+        return self.layout is Layout.DEMO or self.source == DEMO_SOURCE

@@ -1,0 +1,112 @@
+"""The section registry: a name, a title, a place on the page and a ``render`` function.
+
+Example::
+
+    @register_section("digits", title="Digits", order=55, why="no digits in these runs")
+    def render(ctx: SectionContext) -> list[str] | None:
+        n = sum(r.tables["predictions"].num_rows for r in ctx.runs)
+        return [h.para(f"{n} predictions.")] if n else None
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from audit.report.sections.context import SectionContext
+
+Render = Callable[[SectionContext], Sequence[str] | None]
+"""Returns the section's body (HTML fragments), or None when it has nothing to show."""
+
+_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+_SECTIONS: dict[str, Section] = {}
+
+
+@dataclass(frozen=True)
+class Section:
+    """One registered section.
+
+    Attributes:
+        name: Its anchor (``<section id=...>``) and the name in ``Report.sections``.
+        title: Its heading and its link in the navigation bar.
+        order: Its place on the page, smallest first; sections are rendered in this order
+            too, so the image budget goes to the earlier ones first.
+        render: Builds its body from the :class:`SectionContext`.
+        why: Why it is absent when ``render`` returns None, listed in the summary.
+        after_others: Rendered after every other section, wherever it stands on the page, so
+            that it can read ``ctx.missing`` and ``ctx.notes`` (the summary).
+    """
+
+    name: str
+    title: str
+    order: int
+    render: Render
+    why: str = "nothing to show"
+    after_others: bool = False
+
+
+def register_section(
+    name: str, *, title: str, order: int, why: str = "nothing to show", after_others: bool = False
+) -> Callable[[Render], Render]:
+    """Register the decorated function as the ``render`` of section ``name``.
+
+    Args:
+        name: Lower-case letters, digits, ``_`` or ``-``, starting with a letter.
+        title: The heading.
+        order: Place on the page (the built-in sections use multiples of 10).
+        why: Shown in the summary when the section has nothing to show.
+        after_others: See :class:`Section`.
+
+    Returns:
+        The decorator, which returns the function unchanged.
+
+    Raises:
+        ValueError: a bad name, or a name or order already registered.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            "The 'name' parameter of register_section must match "
+            f"{_NAME.pattern!r}. Got {name!r} instead."
+        )
+    if name in _SECTIONS:
+        raise ValueError(f"A report section named {name!r} is already registered.")
+    for other in _SECTIONS.values():
+        if other.order == order:
+            raise ValueError(
+                f"Report section {name!r} has order {order}, already taken by {other.name!r}."
+            )
+
+    def decorate(render: Render) -> Render:
+        _SECTIONS[name] = Section(name, title, order, render, why, after_others)
+        return render
+
+    return decorate
+
+
+def unregister_section(name: str) -> Section:
+    """Remove section ``name`` (for tests and plugins); returns it.
+
+    Raises:
+        ValueError: no such section.
+    """
+    section = get_section(name)
+    del _SECTIONS[name]
+    return section
+
+
+def get_section(name: str) -> Section:
+    """The section registered as ``name``.
+
+    Raises:
+        ValueError: no such section; the message lists the registered names.
+    """
+    if name not in _SECTIONS:
+        names = ", ".join(s.name for s in registered_sections())
+        raise ValueError(f"Unknown report section {name!r}; registered sections: {names}.")
+    return _SECTIONS[name]
+
+
+def registered_sections() -> tuple[Section, ...]:
+    """Every registered section, in page order."""
+    return tuple(sorted(_SECTIONS.values(), key=lambda s: s.order))

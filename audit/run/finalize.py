@@ -1,0 +1,173 @@
+"""The end of a pass: invariants, criticism, metrics, the final manifest.
+
+Criticism and metrics are recomputed at the end of every attempt from the committed tables, so
+a resumed run's tables equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pyarrow as pa
+from fsspec.implementations.memory import MemoryFileSystem
+
+from audit.criticism.selectors import runnable_methods
+from audit.run.counters import RunCounters
+from audit.run.ledger import ShardLedger
+from audit.run.manifest import RunManifest
+from audit.run.plan import RunPlan
+from audit.store import ADVERSARIAL, PREDICTIONS, SELECTIONS, RunStore
+
+Metric = tuple[str, str, float, int]
+"""``(name, scope, value, count)``, a row of the ``metrics`` table."""
+
+
+def finalize(
+    plan: RunPlan,
+    store: RunStore,
+    ledger: ShardLedger,
+    manifest: RunManifest,
+    counters: RunCounters,
+) -> list[Metric]:
+    """Check that every shard is committed, select prototypes and criticisms, write the
+    metrics, check that every input is accounted for, and write the ``succeeded`` manifest.
+
+    Returns:
+        The metric rows, as in the ``metrics`` table.
+
+    Raises:
+        RuntimeError: an invariant is broken (a bug, never a silent loss).
+    """
+    check_all_committed(ledger)
+    manifest.predict_finished = time.time()
+    run_criticism(plan, store, manifest, counters)
+    metrics = counters.rows(plan.model.classes)
+    write_metrics(plan, store, metrics)
+    store.ensure_tables()
+    check_accounted(store, plan.total)
+    manifest.data["metrics"] = {m[0]: m[2] for m in metrics if m[1] == "all"}
+    manifest.write("succeeded")
+    return metrics
+
+
+def check_all_committed(ledger: ShardLedger) -> None:
+    """Raises: RuntimeError: a shard is incomplete after the pass."""
+    shards, images = ledger.missing()
+    if shards:
+        raise RuntimeError(
+            f"{shards} shards incomplete after the pass: {images} images "
+            "never came back from the model actors"
+        )
+
+
+def check_accounted(store: RunStore, total: int) -> None:
+    """Raises: RuntimeError: predictions and errors rows do not add up to the inputs."""
+    accounted = store.rows["predictions"] + store.rows["errors"]
+    if accounted != total:
+        raise RuntimeError(
+            f"{total} inputs but {store.rows['predictions']} predictions + "
+            f"{store.rows['errors']} errors"
+        )
+
+
+def write_metrics(plan: RunPlan, store: RunStore, metrics: list[Metric]) -> None:
+    """The ``metrics`` table (nothing is written when there are no rows)."""
+    if not metrics:
+        return
+    store.write(
+        "metrics",
+        {
+            "run_id": [plan.run_id] * len(metrics),
+            "model": [plan.model.name] * len(metrics),
+            "name": [m[0] for m in metrics],
+            "scope": [m[1] for m in metrics],
+            "value": [float(m[2]) for m in metrics],
+            "count": [int(m[3]) for m in metrics],
+        },
+        name="all",
+    )
+
+
+def criticism_methods(plan: RunPlan, skipped: dict[str, str]) -> list[str]:
+    """The selection methods that can run; the others go into ``skipped`` with the reason.
+
+    What a method needs is what its selector declares (``requires``); a column this run does not
+    write skips the method with the config field that turned it off.
+    """
+    cfg = plan.cfg
+    predictions = set(PREDICTIONS.names)
+    reasons: dict[str, str] = {}
+    if not cfg.predict.embeddings:
+        predictions.discard("embedding")
+        reasons["predictions.embedding"] = "predict.embeddings is false"
+    available: dict[str, set[str]] = {"predictions": predictions}
+    if cfg.attack.enabled:
+        available["adversarial"] = set(ADVERSARIAL.names)
+    else:
+        reasons["adversarial"] = "attack.enabled is false"
+    methods, why = runnable_methods(cfg.criticism.methods, available, reasons)
+    skipped.update(why)
+    return list(methods)
+
+
+def run_criticism(
+    plan: RunPlan, store: RunStore, manifest: RunManifest, counters: RunCounters
+) -> None:
+    """One Ray task per class with labeled predictions (run on the driver instead when the
+    output is memory://, which other processes cannot see); writes the ``selections`` table."""
+    import ray
+
+    from audit.criticism.tasks import select_class
+
+    cfg = plan.cfg.criticism
+    stage: dict[str, Any] = {"state": "skipped", "skipped_methods": {}}
+    manifest.stages["criticism"] = stage
+    if not cfg.enabled:
+        return
+    methods = criticism_methods(plan, stage["skipped_methods"])
+    classes = counters.labeled_classes()
+    t0 = time.time()
+    stage.update({"state": "running", "classes": len(classes), "done": 0})
+    manifest.write("running")
+    tables = {name: list(store.files[name]) for name in ("predictions", "adversarial")}
+    args = (store.url, tables)
+    opts = dict(plan.cfg.output.storage_options)
+    rows: list[dict[str, Any]] = []
+
+    def collect(c: int, found: list[tuple[str, str, int, str, float]]) -> None:
+        rows.extend(
+            {
+                "run_id": plan.run_id,
+                "model": plan.model.name,
+                "class": c,
+                "class_id": plan.model.classes.ids[c],
+                "method": method,
+                "role": role,
+                "rank": rank,
+                "image_id": image_id,
+                "score": score,
+            }
+            for method, role, rank, image_id, score in found
+        )
+        stage["done"] = int(stage["done"]) + 1
+
+    if isinstance(store.fs, MemoryFileSystem):
+        # memory:// lives in this process only: Ray workers could not read the tables
+        stage["where"] = "driver (memory:// output is not visible to Ray workers)"
+        for c in classes:
+            collect(c, select_class(*args, c, cfg, methods, opts))
+    else:
+        task = ray.remote(num_cpus=1)(select_class)
+        pending = {task.remote(*args, c, cfg, methods, opts): c for c in classes}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=min(len(pending), 16), timeout=5.0)
+            for ref in ready:
+                c = pending.pop(ref)
+                collect(c, ray.get(ref))
+            if ready:
+                manifest.write("running")
+    if rows:
+        rows.sort(key=lambda r: (r["class"], r["method"], r["role"], r["rank"]))
+        store.write("selections", pa.Table.from_pylist(rows, schema=SELECTIONS), name="all")
+    stage.update({"state": "done", "seconds": round(time.time() - t0, 3), "methods": methods})

@@ -1,0 +1,164 @@
+"""One audit run, start to end: plan, resume or start, stream, finalize.
+
+This module never calls ``ray.init()``: the entry points (``ray_jobs.audit``, ``audit-cli``) do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from audit.config import AuditConfig, ConfigError
+from audit.run import graph, resume
+from audit.run.collect import ShardCollector
+from audit.run.counters import RunCounters
+from audit.run.finalize import Metric, finalize
+from audit.run.ledger import ShardLedger
+from audit.run.manifest import RunManifest
+from audit.run.plan import RunPlan, build_plan, default_run_id
+from audit.store import RunStore
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+"""Called with (images done, images total) as results arrive."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished pass produced.
+
+    Attributes:
+        run_id: The run's folder name.
+        url: The run folder (fsspec URL).
+        manifest: The final manifest as written.
+        metrics: ``(name, scope, value, count)`` rows, as in the ``metrics`` table.
+        data_stats: Ray Data's execution statistics of the pass (``Dataset.stats()``: per
+            operator wall and CPU time, rows, blocks); empty when nothing was streamed.
+    """
+
+    run_id: str
+    url: str
+    manifest: dict[str, Any]
+    metrics: list[Metric]
+    data_stats: str = ""
+
+
+def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult:
+    """Run the audit pass end to end on the connected Ray cluster, or resume it.
+
+    A run id whose earlier attempt did not finish is resumed: the shards that attempt committed
+    are kept, and only the others are computed. The configuration must be the same (but for
+    fields that only decide how the work runs, :data:`audit.run.resume.RESUME_IGNORED`), and so
+    must the inputs, the weights and the device.
+
+    Args:
+        cfg: A validated configuration.
+        progress: Called with (done, total) after each batch of results.
+
+    Returns:
+        The run's id, folder, final manifest and metrics.
+
+    Raises:
+        ConfigError: bad configuration, or a run that cannot be resumed; found before any work
+            starts.
+    """
+    run_id = cfg.output.run_id or default_run_id(cfg.model.name)
+    store = RunStore(cfg.output.root, run_id, cfg.output.storage_options)
+    previous = previous_attempt(store, cfg.output.overwrite)  # before the model and listing
+    plan = build_plan(cfg, run_id, graph.cluster_gpus)
+    ledger = ShardLedger(plan.shard_sizes)
+    manifest = RunManifest(plan, store, ledger)
+    counters = RunCounters(plan.cfg, len(plan.model.classes))
+    collector = ShardCollector(plan, store, ledger, manifest, counters)
+    if previous is not None:
+        refuse(resume.refusals(previous, plan, store.url))
+        collector.adopt(resume.committed_shards(previous), previous.get("tables", {}))
+        manifest.resume(previous, len(ledger.committed))
+    else:
+        store.prepare(cfg.output.overwrite)
+        manifest.start()
+    write_classes(plan, store)
+    manifest.write("running")  # first, so that a failure from here on is recorded
+    store.remove_unlisted()
+    log_start(plan, ledger)
+    if progress is not None:
+        progress(ledger.done, ledger.total)
+    try:
+        collector.add_listing_errors()
+
+        def on_batch(batch: dict[str, Any]) -> None:
+            collector.add(batch)
+            if progress is not None:
+                progress(ledger.done, ledger.total)
+
+        data_stats = graph.stream(plan, ledger.committed, on_batch, progress is None)
+        metrics = finalize(plan, store, ledger, manifest, counters)
+    except BaseException as exc:
+        record_failure(manifest, exc)
+        raise
+    return RunResult(run_id, store.url, manifest.data, metrics, data_stats)
+
+
+def previous_attempt(store: RunStore, overwrite: bool) -> dict[str, Any] | None:
+    """The manifest of an unfinished earlier attempt of this run, to resume; None for a new run.
+
+    Raises:
+        ConfigError: the run already finished (and ``overwrite`` is false), or its folder holds
+            something that is not a run of this version.
+    """
+    if overwrite:
+        return None
+    previous = store.read_manifest()
+    if previous is None:
+        store.refuse_existing(overwrite)  # a non-empty folder with no manifest
+        return None
+    refuse(resume.refusals_before_plan(previous, store.url))
+    return previous
+
+
+def refuse(reasons: list[str]) -> None:
+    """Raises: ConfigError: with the first of ``reasons`` (the others are logged)."""
+    if reasons:
+        for reason in reasons[1:]:
+            log.error("also: %s", reason)
+        raise ConfigError(reasons[0])
+
+
+def write_classes(plan: RunPlan, store: RunStore) -> None:
+    """The ``classes`` table: the model's output index -> class id and name."""
+    classes = plan.model.classes
+    store.write(
+        "classes",
+        {
+            "index": list(range(len(classes))),
+            "class_id": list(classes.ids),
+            "name": list(classes.names),
+        },
+        name="all",
+    )
+
+
+def log_start(plan: RunPlan, ledger: ShardLedger) -> None:
+    log.info(
+        "run %s: %d inputs (%d listing errors), %d of %d shards to do, model %s on %s x%d",
+        plan.run_id,
+        plan.total,
+        len(plan.listing.errors),
+        ledger.shards_total - len(ledger.committed),
+        ledger.shards_total,
+        plan.model.name,
+        plan.device,
+        plan.num_actors,
+    )
+
+
+def record_failure(manifest: RunManifest, exc: BaseException) -> None:
+    """Write the ``failed`` manifest naming ``exc``; a storage that fails too is only logged, so
+    that the original error is the one raised."""
+    try:
+        manifest.write("failed", error=f"{type(exc).__name__}: {exc}")
+    except Exception:
+        log.exception("could not record the failure in the manifest")

@@ -1,0 +1,251 @@
+"""The run plan: everything decided before any work is scheduled, built once per run.
+
+:func:`build_plan` checks the configuration that needs neither Ray nor the data
+(:func:`preflight`), loads the model on the driver, renders the demo set if asked for, lists the
+inputs, cuts them into shards, fingerprints them, decides which records LIME explains, and
+resolves the device from the cluster's GPU count. Every later step reads the frozen
+:class:`RunPlan`; none of them lists, loads or resolves anything again.
+
+Example::
+
+    plan = build_plan(cfg, "20240101-000000-resnet18", cluster_gpus=lambda: 0.0)
+    plan.shard_sizes  # (1000, 1000, ..., 1000) for ImageNet's validation set
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import fsspec
+
+from audit.config import AuditConfig, ConfigError, DataConfig, Device, ExplainWhich, Layout
+from audit.data.layouts import InputRecord, Listing, list_inputs
+from audit.models import LoadedModel, check_model_name, load_model
+
+InputKey = tuple[str, str]
+"""``(image_id, uri)``: what identifies one input within its shard."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one run will do, decided before it starts.
+
+    Attributes:
+        run_id: The run's folder name.
+        cfg: The configuration, with the demo source resolved to its rendered folder (what the
+            manifest records and a resume compares against).
+        model: The model loaded on the driver.
+        listing: The listed inputs.
+        seconds_listing: How long listing took.
+        inputs: Records and listing errors together, sorted by ``(image_id, uri)``; input ``i``
+            is in shard ``i // cfg.output.shard_size``.
+        shard_of: ``(image_id, uri)`` -> shard number, for every input.
+        shard_sizes: Images per shard, in shard order (the last one may be smaller).
+        fingerprint: sha256 of every input with its label and listing error.
+        explain: Per record of ``listing.records``: whether the decode task segments it for LIME.
+        driver_only: URI prefixes only the driver can read (their bytes travel with the rows).
+        cluster_gpus: GPUs in the Ray cluster when the run was planned.
+        device: ``cuda`` or ``cpu``.
+        num_actors: Model actors in the pool.
+    """
+
+    run_id: str
+    cfg: AuditConfig
+    model: LoadedModel
+    listing: Listing
+    seconds_listing: float
+    inputs: tuple[InputRecord, ...]
+    shard_of: Mapping[InputKey, int]
+    shard_sizes: tuple[int, ...]
+    fingerprint: str
+    explain: tuple[bool, ...]
+    driver_only: tuple[str, ...]
+    cluster_gpus: float
+    device: str
+    num_actors: int
+
+    @property
+    def total(self) -> int:
+        """Inputs of the run, listing errors included."""
+        return len(self.inputs)
+
+
+def build_plan(cfg: AuditConfig, run_id: str, cluster_gpus: Callable[[], float]) -> RunPlan:
+    """Plan the run: everything that can fail on bad configuration, before any work.
+
+    Args:
+        cfg: A validated configuration.
+        run_id: The run's folder name.
+        cluster_gpus: Returns the ``GPU`` resources of the connected Ray cluster; asked once the
+            model is loaded and the inputs listed, so that a configuration error is found first.
+
+    Returns:
+        The frozen plan.
+
+    Raises:
+        ConfigError: with a one-line reason (unknown model or class, demo data with another
+            model, ``predict.device=cuda`` on a cluster without GPUs).
+    """
+    model, data, listing, seconds = prepare(cfg)
+    gpus = cluster_gpus()
+    device = resolve_device(cfg.predict.device, gpus)
+    num_actors = cfg.predict.num_actors or (int(gpus) if device == "cuda" else 1)
+    inputs = tuple(sorted([*listing.records, *listing.errors], key=lambda r: (r.image_id, r.uri)))
+    size = cfg.output.shard_size
+    return RunPlan(
+        run_id=run_id,
+        cfg=dataclasses.replace(cfg, data=data),
+        model=model,
+        listing=listing,
+        seconds_listing=seconds,
+        inputs=inputs,
+        shard_of={(r.image_id, r.uri): i // size for i, r in enumerate(inputs)},
+        shard_sizes=shard_sizes(len(inputs), size),
+        fingerprint=fingerprint(inputs),
+        explain=tuple(explain_flags(cfg, listing, model)),
+        driver_only=driver_only_prefixes(cfg, data),
+        cluster_gpus=gpus,
+        device=device,
+        num_actors=num_actors,
+    )
+
+
+def default_run_id(model_name: str) -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + model_name
+
+
+def shard_sizes(n_inputs: int, size: int) -> tuple[int, ...]:
+    """Images per shard when ``n_inputs`` are cut into shards of ``size``: ``(10, 10, 3)``."""
+    return tuple(min(size, n_inputs - i * size) for i in range(-(-n_inputs // size)))
+
+
+def fingerprint(inputs: Sequence[InputRecord]) -> str:
+    """sha256 of what was listed, with each input's label and listing error: a corrected labels
+    file at the same path is a change of inputs too."""
+    return hashlib.sha256(
+        "".join(f"{r.image_id}\t{r.uri}\t{r.label}\t{r.error}\n" for r in inputs).encode()
+    ).hexdigest()
+
+
+def driver_only_prefixes(cfg: AuditConfig, data: DataConfig) -> tuple[str, ...]:
+    """memory:// lives in this process, the demo set in this machine's cache only."""
+    prefixes: tuple[str, ...] = ("memory://",)
+    if cfg.data.is_demo:
+        fs, root = fsspec.core.url_to_fs(str(data.source))
+        prefixes += (fs.unstrip_protocol(root).rstrip("/") + "/",)
+    return prefixes
+
+
+def resolve_data(data: DataConfig) -> DataConfig:
+    """Swap the embedded demo set in for ``source: demo`` (rendering it on first use)."""
+    if not data.is_demo:
+        return data
+    from audit.data.demo import ensure_demo_dataset
+
+    return dataclasses.replace(data, source=ensure_demo_dataset(), layout=Layout.IMAGEFOLDER)
+
+
+def resolve_device(wanted: Device, cluster_gpus: float) -> str:
+    """``cuda`` when asked for or when the Ray cluster has GPUs (``auto``), else ``cpu``.
+
+    Raises:
+        ConfigError: ``cuda`` was asked for and the cluster has no GPU.
+    """
+    if wanted is Device.CUDA:
+        if cluster_gpus < 1:
+            raise ConfigError(
+                "The 'predict.device' field is 'cuda' but the Ray cluster has no GPU. "
+                "Use 'auto' or 'cpu'."
+            )
+        return "cuda"
+    if wanted is Device.AUTO and cluster_gpus >= 1:
+        return "cuda"
+    return "cpu"
+
+
+def explain_flags(cfg: AuditConfig, listing: Listing, model: LoadedModel) -> list[bool]:
+    """Which records get segmented for LIME (decided at listing time, by image_id order).
+
+    ``misclassified`` and ``flipped`` are only known after prediction, so every record is a
+    candidate then and the actor decides; the others are decided here.
+
+    Raises:
+        ConfigError: ``explain.classes`` names a class the model does not have.
+    """
+    e = cfg.explain
+    records = listing.records
+    if not e.enabled:
+        return [False] * len(records)
+    if e.which is ExplainWhich.CLASSES:
+        wanted = explain_class_indices(cfg, model)
+        return [r.label in wanted for r in records]
+    if e.which is ExplainWhich.PER_CLASS:
+        seen: dict[int | None, int] = {}
+        flags = []
+        for r in records:  # sorted by image_id
+            k = seen.get(r.label, 0)
+            flags.append(r.label is not None and k < e.per_class)
+            seen[r.label] = k + 1
+        return flags
+    return [True] * len(records)
+
+
+def explain_class_indices(cfg: AuditConfig, model: LoadedModel) -> set[int]:
+    """The model's indices of ``explain.classes``.
+
+    Raises:
+        ConfigError: A listed class is not one of the model's.
+    """
+    wanted = set()
+    for class_id in cfg.explain.classes:
+        index = model.classes.get(class_id)
+        if index is None:
+            raise ConfigError(
+                f"The 'explain.classes' field lists {class_id!r}, which is not a class of "
+                f"{model.classes.name}."
+            )
+        wanted.add(index)
+    return wanted
+
+
+def preflight(cfg: AuditConfig) -> None:
+    """The checks that need neither Ray, the data nor the weights: the model name exists (a
+    factory's name is only its label), and the demo set is run with the demo model.
+    ``audit-cli run`` makes them before starting Ray and ``audit-cli submit`` before submitting
+    (the weights may exist only on the cluster).
+
+    Raises:
+        ConfigError: with a one-line reason.
+    """
+    if not cfg.model.factory:  # with a factory, model.name is only its label
+        check_model_name(cfg.model.name)
+    if cfg.data.is_demo and cfg.model.name != "demo_digits":
+        raise ConfigError(
+            f"The 'data.source' field is 'demo' (handwritten digits) but model "
+            f"{cfg.model.name!r} predicts other classes; use model.name=demo_digits or point "
+            "data.source at images."
+        )
+
+
+def prepare(cfg: AuditConfig) -> tuple[LoadedModel, DataConfig, Listing, float]:
+    """Check the model name (:func:`preflight`), load the model on the driver (which checks the
+    weights first), check ``explain.classes``, render the demo set if asked for, and list the
+    inputs.
+
+    Returns:
+        The model, the resolved data section, the listing and the seconds listing took.
+
+    Raises:
+        ConfigError: with a one-line reason.
+    """
+    preflight(cfg)
+    model = load_model(cfg.model)
+    explain_class_indices(cfg, model)  # a typo stops here, before the run folder is touched
+    data = resolve_data(cfg.data)
+    t0 = time.time()
+    listing = list_inputs(data, model.classes)
+    return model, data, listing, time.time() - t0

@@ -1,0 +1,77 @@
+"""Session-scoped demo fixtures, shared by every module that asks for them (imported by
+conftest.py).
+
+``demo_cache``: one ``AUDIT_CACHE_DIR`` with the embedded demo set rendered once for the whole
+session (rendering it is seconds of CPU per module otherwise). Tests point
+``AUDIT_CACHE_DIR`` at it; they read the set and never change it. A test that moves or edits
+the rendered files must keep a cache of its own (tests/test_pipeline.py's
+``test_demo_bytes_travel_with_the_rows`` does).
+
+``demo_run``: the embedded demo run the report tests read (300 digits + 1 broken file,
+adversarial images kept, LIME cut to 100 samples), made once per session with ``run_audit`` on
+the session's local Ray. It is read-only: a test that changes a run copies it first
+(``copy_run``). Sharing it means asking for the same configuration: a module that needs the
+demo under other settings builds its own run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# The demo run shared by the report tests: `audit-cli run` on the demo with these overrides.
+DEMO_RUN_ID = "demo"
+DEMO_RUN_OVERRIDES = (
+    "output.run_id=demo",
+    "attack.keep_images=true",
+    "explain.n_samples=100",
+    "explain.batch_size=50",
+)
+
+
+def run_audit_function() -> Callable[..., Any]:
+    """``run_audit`` from wherever the package keeps it (``audit.run`` or ``audit.pipeline``)."""
+    for module in ("audit.run", "audit.pipeline"):
+        try:
+            found = getattr(importlib.import_module(module), "run_audit", None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    raise ImportError("run_audit is in neither audit.run nor audit.pipeline")
+
+
+def copy_run(run: str | Path, dst: Path) -> str:
+    """A private, writable copy of a shared run at ``dst`` (which must not exist yet)."""
+    shutil.copytree(run, dst)
+    return str(dst)
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An AUDIT_CACHE_DIR holding the rendered demo set, shared read-only by the session."""
+    from audit.data.demo import ensure_demo_dataset
+
+    cache = str(tmp_path_factory.mktemp("demo-cache"))
+    ensure_demo_dataset(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, demo_cache: str, ray_local: None) -> str:
+    """The embedded demo (300 digits + 1 broken file), adversarial images kept, LIME cut to
+    100 samples so that the run takes about a minute. Read-only: copy it to change it."""
+    from audit.config import build_config
+
+    root = tmp_path_factory.mktemp("demo-run")
+    cfg = build_config({}, [f"output.root={json.dumps(str(root))}", *DEMO_RUN_OVERRIDES])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUDIT_CACHE_DIR", demo_cache)
+        run_audit_function()(cfg)
+    return str(root / DEMO_RUN_ID)

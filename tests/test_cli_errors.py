@@ -1,0 +1,204 @@
+"""Whatever fails, every ``audit-cli`` command prints one ``error: ...`` line and exits 1: a
+user-facing error (:class:`audit.errors.AuditError`) or storage refusing a read or a write,
+never a traceback and never a secret. Every command that reads a run takes the one
+``--storage-options`` option."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+import typer
+from conftest import free_port, moto_s3
+from test_human_export import make_run
+from typer.core import TyperGroup
+from typer.testing import CliRunner, Result
+
+from audit.cli import app
+from audit.cli.common import one_line_errors
+from audit.config import ConfigError
+from audit.errors import AuditError
+from audit.human.mturk import ResultsError
+from audit.human.public import PublicDataError
+from audit.human.studies import StudyError
+from audit.jobs.errors import JobsError
+from audit.runtime import RayUnreachable
+from audit.status import StatusError
+
+runner = CliRunner()
+KEY, SECRET, PASSWORD = "AKIAEXAMPLEKEYID", "wJalrXUtnFEMI-example-secret", "hunter2-url-password"
+
+
+def one_error_line(result: Result) -> str:
+    """The command failed with exactly one ``error: ...`` line and no traceback."""
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def unreachable_s3() -> str:
+    """fsspec options with credentials for an S3 endpoint where nothing listens (s3fs then
+    raises botocore's EndpointConnectionError, not an OSError), after a single attempt."""
+    return json.dumps(
+        {
+            "key": KEY,
+            "secret": SECRET,
+            "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{free_port()}"},
+            "config_kwargs": {"retries": {"max_attempts": 1, "mode": "standard"}},
+        }
+    )
+
+
+def no_secret(line: str) -> None:
+    for secret in (KEY, SECRET, PASSWORD):
+        assert secret not in line, line
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConfigError,
+        JobsError,
+        RayUnreachable,
+        StatusError,
+        StudyError,
+        PublicDataError,
+        ResultsError,
+    ],
+)
+def test_user_facing_errors_share_one_base(error: type[Exception]) -> None:
+    assert issubclass(error, AuditError)
+
+
+def test_run_with_an_unwritable_output_root_prints_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_local: None
+) -> None:
+    """An OSError from storage (here the output root is under a regular file) used to end
+    ``audit-cli run`` in a traceback."""
+    monkeypatch.setenv("AUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "a-file").write_text("not a folder")
+    out = tmp_path / "a-file" / "out"
+    result = runner.invoke(
+        app, ["run", "--output", str(out), "--set", "data.per_class=1", "--no-progress"]
+    )
+    line = one_error_line(result)
+    assert str(out) in line and "Not a directory" in line
+
+
+def test_status_with_unreachable_storage_prints_one_line_without_secrets() -> None:
+    """botocore's connection errors are not OSErrors; they are storage errors all the same."""
+    result = runner.invoke(
+        app, ["status", "s3://bucket/run", "--storage-options", unreachable_s3()]
+    )
+    line = one_error_line(result)
+    no_secret(line)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "s3://bucket/run"],
+        ["human", "analyze", "s3://bucket/run"],
+        ["human", "export", "s3://bucket/run", "misclassified"],
+        ["human", "public", "s3://bucket/run", "--real", "s3://bucket/real.json"],
+        [
+            "human",
+            "ingest",
+            "s3://bucket/run",
+            "misclassified-batch1",
+            "s3://bucket/results.csv",
+        ],
+    ],
+    ids=lambda args: "-".join(a for a in args[:2] if "://" not in a),
+)
+def test_every_run_reading_command_takes_storage_options(args: list[str]) -> None:
+    result = runner.invoke(app, [*args, "--storage-options", unreachable_s3()])
+    line = one_error_line(result)
+    no_secret(line)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["analyze", "run"],
+        ["export", "run", "misclassified"],
+        ["ingest", "run", "misclassified-batch1", "results.csv"],
+        ["public", "run", "--real", "real.json"],
+    ],
+    ids=lambda args: args[0],
+)
+@pytest.mark.parametrize("text", ["[1]", "{", '"key"'])
+def test_bad_storage_options_of_human_commands_are_one_line(args: list[str], text: str) -> None:
+    line = one_error_line(runner.invoke(app, ["human", *args, "--storage-options", text]))
+    assert "--storage-options must be a JSON object" in line
+
+
+def test_a_secret_in_a_storage_error_is_masked() -> None:
+    """Defence in depth: whatever storage puts in its message, the line masks the secrets."""
+    sub = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+
+    @sub.command()
+    @one_line_errors
+    def leak(storage_options: str | None = None) -> None:
+        raise PermissionError(f"denied for s3://{KEY}:{SECRET}@bucket/x with {SECRET}")
+
+    @sub.command()
+    @one_line_errors
+    def other() -> None:
+        raise ValueError("a bug, not a user-facing error")
+
+    options = json.dumps({"key": KEY, "secret": SECRET})
+    line = one_error_line(runner.invoke(sub, ["leak", "--storage-options", options]))
+    no_secret(line)
+    assert "denied" in line
+    # anything else is a bug and keeps its traceback
+    result = runner.invoke(sub, ["other"])
+    assert isinstance(result.exception, ValueError)
+
+
+def test_every_command_has_the_one_line_handler() -> None:
+    """Every command of audit-cli, groups included, is wrapped by :func:`one_line_errors`."""
+    marker = one_line_errors(lambda: None).__code__
+
+    def leaves(command: Any, path: str) -> list[tuple[str, Any]]:
+        if isinstance(command, TyperGroup):
+            return [
+                leaf
+                for name, sub in command.commands.items()
+                for leaf in leaves(sub, f"{path} {name}")
+            ]
+        return [(path, command)]
+
+    found = leaves(typer.main.get_command(app), "audit-cli")
+    assert len(found) >= 12
+    for path, command in found:
+        # Typer wraps each callback in its own converter, which keeps ours as __wrapped__
+        callback = getattr(command.callback, "__wrapped__", None)
+        assert callback is not None and callback.__code__ is marker, path
+
+
+def test_human_commands_read_and_write_a_run_in_object_storage(tmp_path: Path) -> None:
+    """``--storage-options`` reaches the run, the input files and the human folder."""
+    run = make_run(tmp_path / "out")
+    with moto_s3(KEY, SECRET, "bucket") as options:
+        fs = fsspec.filesystem("s3", **options)
+        fs.put(run.removeprefix("file://"), "bucket/run", recursive=True)
+        fs.pipe("bucket/real.json", json.dumps([[0]] * 3).encode())
+        so = ["--storage-options", json.dumps(options)]
+        line = one_error_line(runner.invoke(app, ["human", "analyze", "s3://bucket/run", *so]))
+        assert "no ingested answers under s3://bucket/run/human" in line
+        no_secret(line)
+        args = ["human", "public", "s3://bucket/run", "--real", "s3://bucket/real.json", *so]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert fs.exists("bucket/run/human/tables/public_real.parquet")
+        assert SECRET not in result.output
