@@ -71,16 +71,10 @@ from audit.config import ModelConfig
 from audit.data.decode import ImageLoadError, load_image
 from audit.data.demo import ensure_demo_dataset
 from audit.models import load_model
-from audit.stages.explain import (
-    Perturber,
-    explain,
-    fill_image,
-    fit_surrogate,
-    kernel_weights,
-    sample_masks,
-    segment,
-)
+from audit.stages.explain import explain, sample_masks, segment
+from audit.stages.perturb import Perturber, fill_image
 from audit.stages.predict import images_to_tensor
+from audit.stages.surrogate import fit_surrogate, kernel_weights
 
 
 def demo_image() -> np.ndarray:

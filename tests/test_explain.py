@@ -12,18 +12,14 @@ from torch import nn
 
 from audit.models import AuditModel
 from audit.stages.explain import (
-    Perturber,
-    _gather_keep,
     attention_image,
     explain,
     explanation_path,
-    fill_image,
-    fit_surrogate,
-    kernel_weights,
-    perturb,
     sample_masks,
     segment,
 )
+from audit.stages.perturb import Perturber, _gather_keep, fill_image, perturb
+from audit.stages.surrogate import fit_surrogate, kernel_weights
 
 
 def grid_segments(rows: int, cols: int, cell: int) -> np.ndarray:

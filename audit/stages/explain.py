@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -58,24 +57,20 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from skimage.segmentation import quickshift, slic
-from sklearn.linear_model import LinearRegression, Ridge, lars_path
 from torch import nn
 
 from audit.columns import Column
 from audit.config import ExplainConfig, ExplainWhich, Variant
 from audit.data.segments import decode_segments
-from audit.models import AuditModel
 from audit.stages import explain_table
+from audit.stages.perturb import FILLS, Perturber, fill_image, fold_normalisation
 from audit.stages.predict import images_to_tensor
 from audit.stages.registry import StageContext, register_stage
+from audit.stages.surrogate import REGRESSORS, Surrogate, fit_surrogate, kernel_weights
 
 SEGMENTERS = ("quickshift", "slic")
-FILLS = ("zero", "mean", "blur")
-REGRESSORS = ("wls", "ridge")
 OUTPUTS = ("prob", "logit")
-BLUR_SIGMA = 5.0
 """Standard deviation in pixels of the Gaussian used by the ``"blur"`` fill."""
 
 
@@ -134,290 +129,6 @@ def sample_masks(n_features: int, n_samples: int, seed: int) -> np.ndarray:
     masks = rng.integers(0, 2, size=(n_samples, n_features), dtype=np.uint8)
     masks[0] = 1
     return masks
-
-
-def perturb(
-    image: torch.Tensor, segments: torch.Tensor, masks: torch.Tensor, fill: torch.Tensor
-) -> torch.Tensor:
-    """Build the perturbed images for a batch of masks with one gather.
-
-    The plain definition; :class:`Perturber` builds the same images faster, into a reused buffer.
-
-    Args:
-        image: ``(3, H, W)`` float in [0, 1].
-        segments: ``(H, W)`` long super-pixel ids in ``0..d-1``.
-        masks: ``(b, d)`` in {0, 1}: 1 keeps a super-pixel, 0 hides it.
-        fill: ``(3, H, W)`` what a hidden super-pixel shows.
-
-    Returns:
-        ``(b, 3, H, W)``: ``image`` where the pixel's super-pixel is on, ``fill`` elsewhere.
-    """
-    keep = masks.bool()[:, segments]  # (b, H, W)
-    return torch.where(keep.unsqueeze(1), image.unsqueeze(0), fill.unsqueeze(0))
-
-
-def _gather_keep(
-    weights: torch.Tensor, segments_flat: torch.Tensor, out: torch.Tensor, per_row: bool
-) -> None:
-    """``out[i, p] = weights[i, segments_flat[p]]``, one 1-D gather per row or one along dim 1."""
-    if per_row:
-        for i in range(len(weights)):
-            torch.index_select(weights[i], 0, segments_flat, out=out[i])
-    else:
-        torch.index_select(weights, 1, segments_flat, out=out)
-
-
-class Perturber:
-    """Builds the perturbed images of one image batch after batch, into one reused buffer.
-
-    Gives the same images as :func:`perturb`, bit for bit, about five times faster on CPU:
-
-    * the output ``(max_batch, C, H, W)`` and a ``(max_batch, H * W)`` keep map are allocated
-      once. PyTorch's CPU allocator hands large blocks back to the OS, so a fresh 6 MB batch
-      (10 images of 3 x 224 x 224 float32) pays its page faults again on every batch;
-    * the keep map is gathered from each mask row with a 1-D ``index_select`` over the flat
-      segment map, which on CPU is several times faster than one gather along dim 1 of the
-      ``(b, d)`` masks (on CUDA that single gather is one kernel, so it is used there);
-    * ``torch.lerp(fill, image, keep)`` combines them in one pass. With a weight of exactly 0 or
-      1, lerp returns ``fill`` or ``image`` exactly (it computes ``start + 0 * (end - start)``
-      below weight 0.5 and ``end - (end - start) * 0`` above), so it equals ``torch.where`` for
-      finite values, and reads the images once where ``where`` with a broadcast boolean is
-      about three times slower on CPU.
-
-    Args:
-        image: ``(C, H, W)`` float, finite (in [0, 1], or already normalised for the network).
-        segments: ``(H, W)`` long super-pixel ids in ``0..d-1``, on ``image``'s device.
-        fill: ``(C, H, W)`` what a hidden super-pixel shows, same dtype and device as ``image``.
-        max_batch: The most masks one call gets.
-
-    Raises:
-        ValueError: On mismatched shapes or ``max_batch < 1``.
-
-    Example:
-        >>> img = torch.rand(3, 4, 4)
-        >>> seg = torch.arange(4).repeat_interleave(4).reshape(4, 4)
-        >>> build = Perturber(img, seg, torch.zeros(3, 4, 4), max_batch=2)
-        >>> batch = build(torch.tensor([[1, 1, 1, 1], [1, 0, 0, 1]]))
-        >>> batch.shape, bool((batch[1, :, 1:3] == 0).all())
-        (torch.Size([2, 3, 4, 4]), True)
-    """
-
-    def __init__(
-        self, image: torch.Tensor, segments: torch.Tensor, fill: torch.Tensor, max_batch: int
-    ) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1. Got {max_batch} instead.")
-        if image.ndim != 3 or fill.shape != image.shape or segments.shape != image.shape[1:]:
-            raise ValueError(
-                f"image and fill must be (C, H, W) and segments (H, W). Got {tuple(image.shape)}, "
-                f"{tuple(fill.shape)} and {tuple(segments.shape)} instead."
-            )
-        c, h, w = image.shape
-        self.image = image
-        self.fill = fill.to(image.dtype)
-        self.max_batch = max_batch
-        self._segments_flat = segments.reshape(-1)
-        self._out = torch.empty((max_batch, c, h, w), dtype=image.dtype, device=image.device)
-        self._keep = torch.empty((max_batch, h * w), dtype=image.dtype, device=image.device)
-
-    def __call__(self, masks: torch.Tensor) -> torch.Tensor:
-        """The perturbed images of ``masks``.
-
-        Args:
-            masks: ``(b, d)`` in {0, 1}, ``b <= max_batch``: 1 keeps a super-pixel, 0 hides it.
-
-        Returns:
-            ``(b, C, H, W)``, a view of the reused buffer: the next call overwrites it.
-
-        Raises:
-            ValueError: If ``b > max_batch``.
-        """
-        b = len(masks)
-        if b > self.max_batch:
-            raise ValueError(f"at most {self.max_batch} masks per call. Got {b} instead.")
-        keep = self._keep[:b]
-        _gather_keep(
-            masks.to(self.image.dtype), self._segments_flat, keep, keep.device.type == "cpu"
-        )
-        out = self._out[:b]
-        _, h, w = self.image.shape
-        torch.lerp(self.fill, self.image, keep.view(b, 1, h, w), out=out)
-        return out
-
-
-def _fold_normalisation(
-    model: nn.Module, image: torch.Tensor, fill: torch.Tensor
-) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """The module to run on perturbed batches, and the image and fill to build them from.
-
-    An :class:`~audit.models.AuditModel` normalises every batch inside its forward, which on CPU
-    is two more full passes over the batch into fresh tensors (about half of the demo model's
-    time). Every perturbed pixel is a copy of the image's pixel or the fill's, so normalising the
-    image and the fill once and running the bare network on batches built from them gives the
-    network the same input bit for bit (see :meth:`AuditModel.normalise`). Any other module is
-    run as it is on batches in ``[0, 1]``.
-    """
-    if isinstance(model, AuditModel):
-        return model.net, model.normalise(image), model.normalise(fill)
-    return model, image, fill
-
-
-def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(3, H, W)`` with replicated borders (any image size)."""
-    radius = max(1, math.ceil(3.0 * sigma))
-    t = torch.arange(-radius, radius + 1, device=image.device, dtype=image.dtype)
-    k = torch.exp(-(t**2) / (2.0 * sigma**2))
-    k = k / k.sum()
-    x = image.unsqueeze(1)  # (3, 1, H, W): channels as batch
-    x = F.pad(x, (radius, radius, 0, 0), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1))
-    x = F.pad(x, (0, 0, radius, radius), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, -1, 1))
-    return x.squeeze(1)
-
-
-def fill_image(image: torch.Tensor, segments: torch.Tensor, mode: str) -> torch.Tensor:
-    """The image hidden super-pixels are replaced with.
-
-    Args:
-        image: ``(3, H, W)`` float in [0, 1].
-        segments: ``(H, W)`` long super-pixel ids in ``0..d-1``.
-        mode: ``"zero"`` (lime's ``hide_color=0``), ``"mean"`` (each super-pixel's mean colour,
-            lime's ``hide_color=None``) or ``"blur"`` (Gaussian blur, sigma :data:`BLUR_SIGMA`).
-
-    Returns:
-        ``(3, H, W)`` same dtype and device as ``image``.
-
-    Raises:
-        ValueError: On an unknown mode.
-    """
-    _check_choice("mode", mode, FILLS)
-    if mode == "zero":
-        return torch.zeros_like(image)
-    if mode == "blur":
-        return _gaussian_blur(image, BLUR_SIGMA)
-    flat = segments.reshape(-1)
-    d = int(flat.max().item()) + 1
-    sums = torch.zeros(3, d, device=image.device, dtype=torch.float64)
-    sums.index_add_(1, flat, image.reshape(3, -1).double())
-    counts = torch.bincount(flat, minlength=d).clamp_min(1).double()
-    return (sums / counts)[:, segments].to(image.dtype)
-
-
-def kernel_weights(masks: np.ndarray, kernel_width: float = 0.25) -> np.ndarray:
-    """lime_image's proximity weights.
-
-    Args:
-        masks: ``(n, d)`` in {0, 1}, row 0 the original (all ones).
-        kernel_width: ``sigma`` of ``sqrt(exp(-D^2 / sigma^2))``.
-
-    Returns:
-        ``(n,) float64`` weights, ``D`` the cosine distance of each row to row 0 (1 for an
-        all-zero row, as sklearn's ``pairwise_distances(metric='cosine')`` gives).
-
-    Raises:
-        ValueError: If ``kernel_width`` is not positive.
-    """
-    if not kernel_width > 0:
-        raise ValueError(f"kernel_width must be > 0. Got {kernel_width} instead.")
-    m = np.asarray(masks, dtype=np.float64)
-    ref = m[0]
-    norms = np.linalg.norm(m, axis=1) * np.linalg.norm(ref)
-    cos = np.divide(m @ ref, norms, out=np.zeros(len(m)), where=norms > 0)
-    dist = np.clip(1.0 - cos, 0.0, 2.0)
-    return np.sqrt(np.exp(-(dist**2) / kernel_width**2))
-
-
-@dataclass(frozen=True)
-class Surrogate:
-    """A sparse local linear model ``g(z') = weights . z' + intercept``.
-
-    Attributes:
-        weights: ``(d,) float64``: the chosen features' coefficients in place, 0 elsewhere.
-        intercept: The regressor's intercept.
-        score: Weighted R^2 of the surrogate on the samples.
-        local_pred: The surrogate's value at the all-ones sample (the original image).
-        top_features: ``(K,) int64`` chosen features by decreasing ``|coefficient|`` (ties:
-            smaller index first): the explanation path.
-    """
-
-    weights: np.ndarray
-    intercept: float
-    score: float
-    local_pred: float
-    top_features: np.ndarray
-
-
-def _lasso_path_features(
-    data: np.ndarray, labels: np.ndarray, weights: np.ndarray, num_features: int
-) -> np.ndarray:
-    """``LimeBase.feature_selection(method='lasso_path')``, line for line."""
-    weighted_data = (data - np.average(data, axis=0, weights=weights)) * np.sqrt(
-        weights[:, np.newaxis]
-    )
-    weighted_labels = (labels - np.average(labels, weights=weights)) * np.sqrt(weights)
-    nonzero = np.arange(weighted_data.shape[1])
-    _, _, coefs = lars_path(weighted_data, weighted_labels, method="lasso", verbose=False)
-    for i in range(len(coefs.T) - 1, 0, -1):
-        nonzero = coefs.T[i].nonzero()[0]
-        if len(nonzero) <= num_features:
-            break
-    return np.asarray(nonzero, dtype=np.int64)
-
-
-def fit_surrogate(
-    masks: np.ndarray,
-    target: np.ndarray,
-    sample_weight: np.ndarray,
-    num_features: int = 8,
-    regressor: str = "wls",
-) -> Surrogate:
-    """Select features on the lasso path and fit the weighted linear surrogate.
-
-    Args:
-        masks: ``(n, d)`` in {0, 1}, row 0 the original image.
-        target: ``(n,)`` the model's output on each perturbed image.
-        sample_weight: ``(n,)`` proximity weights (:func:`kernel_weights`).
-        num_features: At most this many features ``K`` are kept.
-        regressor: ``"wls"`` (``LinearRegression``) or ``"ridge"`` (``Ridge(alpha=1.0)``).
-
-    Returns:
-        The :class:`Surrogate`; ``top_features`` may hold fewer than ``K`` entries when the
-        lasso path selects fewer.
-
-    Raises:
-        ValueError: On an unknown regressor, ``num_features < 1`` or mismatched shapes.
-    """
-    _check_choice("regressor", regressor, REGRESSORS)
-    if num_features < 1:
-        raise ValueError(f"num_features must be >= 1. Got {num_features} instead.")
-    data = np.asarray(masks, dtype=np.float64)
-    y = np.asarray(target, dtype=np.float64).reshape(-1)
-    w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-    if data.ndim != 2 or len(y) != len(data) or len(w) != len(data):
-        raise ValueError(
-            f"masks must be (n, d) with target and sample_weight of length n. Got {data.shape}, "
-            f"{y.shape} and {w.shape} instead."
-        )
-    used = _lasso_path_features(data, y, w, num_features)
-    model: LinearRegression | Ridge = (
-        LinearRegression() if regressor == "wls" else Ridge(alpha=1.0, fit_intercept=True)
-    )
-    x = data[:, used]
-    model.fit(x, y, sample_weight=w)
-    score = float(model.score(x, y, sample_weight=w))
-    local_pred = float(model.predict(x[:1])[0])
-    coef = np.asarray(model.coef_, dtype=np.float64).reshape(-1)
-    weights = np.zeros(data.shape[1], dtype=np.float64)
-    weights[used] = coef
-    order = np.lexsort((used, -np.abs(coef)))
-    return Surrogate(
-        weights=weights,
-        intercept=float(model.intercept_),
-        score=score,
-        local_pred=local_pred,
-        top_features=used[order].astype(np.int64),
-    )
 
 
 @dataclass(frozen=True)
@@ -508,7 +219,7 @@ def explain(
         else:
             x = images_to_tensor(image[None], dev)[0]
         seg_t = torch.from_numpy(seg_np).to(dev)
-        net, x_in, fill_in = _fold_normalisation(model, x, fill_image(x, seg_t, fill))
+        net, x_in, fill_in = fold_normalisation(model, x, fill_image(x, seg_t, fill))
         masks_t = torch.from_numpy(masks).to(dev)
         build = Perturber(x_in, seg_t, fill_in, min(batch_size, n_samples))
         for start in range(0, n_samples, batch_size):
