@@ -21,8 +21,8 @@ from audit.cli import app
 from audit.cli.common import one_line_errors
 from audit.config import ConfigError
 from audit.errors import AuditError
+from audit.human.judgments import PublicDataError
 from audit.human.mturk import ResultsError
-from audit.human.public import PublicDataError
 from audit.human.studies import StudyError
 from audit.jobs.errors import JobsError
 from audit.runtime import RayUnreachable

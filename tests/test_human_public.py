@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 from conftest import SHARED_DATA
 
-from audit.human.public import (
+from audit.human.judgments import (
     PublicDataError,
     cleanlab_table,
     madrylab_table,

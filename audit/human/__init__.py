@@ -2,6 +2,6 @@
 rectified errors and the paper's tables, and the same figures from public judgments.
 
 Modules, in pipeline order: ``config`` (settings), ``studies`` (which items), ``render``
-(images), ``mturk`` (CSV formats), ``export``, ``ingest``, ``analysis``, ``public`` (ReaL,
-cleanlab, MadryLab), ``storage`` (where files go), ``cli`` (``audit-cli human``).
+(images), ``mturk`` (CSV formats), ``export``, ``ingest``, ``analysis``, ``judgments`` (ReaL,
+cleanlab, MadryLab: one file per source), ``storage`` (where files go), ``cli`` (``audit-cli human``).
 """

@@ -31,15 +31,7 @@ from audit.human.config import (
     TimeFilter,
 )
 from audit.human.ingest import ingest_files
-from audit.human.public import (
-    cleanlab_table,
-    madrylab_table,
-    read_cleanlab,
-    read_index_to_filepath,
-    read_madrylab,
-    read_real,
-    real_table,
-)
+from audit.human.judgments import get_source, public_tables, registered_sources
 from audit.human.storage import FIGURES, TABLES, HumanStore, human_root, read_columns
 
 app = typer.Typer(
@@ -220,6 +212,12 @@ def analyze(
         typer.echo(f"\nfigure -> {store.url(f'{FIGURES}/fig2_positive_answers.png')}")
 
 
+def _source_option(name: str) -> Any:
+    """The dedicated option of a registered judgment source: its flag and help line."""
+    source = get_source(name)
+    return typer.Option(source.flag, help=source.help)
+
+
 @app.command()
 @one_line_errors
 def public(
@@ -230,10 +228,19 @@ def public(
         str | None,
         typer.Option(help="Any Parquet predictions table (file or folder) instead of a run."),
     ] = None,
-    real: Annotated[str | None, typer.Option(help="ReaL labels, real.json.")] = None,
-    cleanlab: Annotated[str | None, typer.Option(help="cleanlab's imagenet_mturk.json.")] = None,
-    madrylab: Annotated[
-        str | None, typer.Option(help="MadryLab per-worker selections (JSON lines).")
+    # One option per source that has a flag (its name = the source's name), and the same name
+    # in ``flagged`` below; any registered source also works as --judgment NAME=FILE.
+    real: Annotated[str | None, _source_option("real")] = None,
+    cleanlab: Annotated[str | None, _source_option("cleanlab")] = None,
+    madrylab: Annotated[str | None, _source_option("madrylab")] = None,
+    judgment: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="<str>",
+            help="NAME=FILE: any registered judgment source and its file (repeatable): "
+            + ", ".join(s.name for s in registered_sources())
+            + ".",
+        ),
     ] = None,
     index_to_filepath: Annotated[
         str | None,
@@ -250,10 +257,19 @@ def public(
     import pyarrow.dataset as pads
 
     options = parse_storage(storage_options)
+    flagged = {"real": real, "cleanlab": cleanlab, "madrylab": madrylab}
+    files = {name: path for name, path in flagged.items() if path}
+    for item in judgment or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise fail(f"--judgment {item!r}: expected NAME=FILE")
+        if name in files:
+            raise fail(f"judgment source {name!r} given twice")
+        files[name] = path
     if (run is None) == (predictions is None):
         raise fail("give either a run folder or --predictions, not both or neither")
-    if not (real or cleanlab or madrylab):
-        raise fail("give at least one of --real, --cleanlab, --madrylab")
+    if not files:
+        raise fail("give at least one of " + ", ".join(get_source(n).flag for n in flagged))
     if run is not None:
         table = _run_predictions(run, options)
         root = human_root(run, output)
@@ -268,23 +284,13 @@ def public(
             raise fail("with --predictions, say where the tables go with --output")
         root = output
     store = HumanStore(root, options)
-    out = {}
+    params = {
+        "majority": majority,
+        "min_fraction": min_fraction,
+        "index_to_filepath": index_to_filepath,
+    }
     try:
-        if real:
-            out["public_real"] = real_table(table, read_real(_read_text(real, options), real))
-        if cleanlab:
-            out["public_cleanlab"] = cleanlab_table(
-                table, read_cleanlab(_read_text(cleanlab, options), cleanlab), majority
-            )
-        if madrylab:
-            order = (
-                read_index_to_filepath(_read_text(index_to_filepath, options), index_to_filepath)
-                if index_to_filepath
-                else None
-            )
-            out["public_madrylab"] = madrylab_table(
-                table, read_madrylab(_read_text(madrylab, options), madrylab, order), min_fraction
-            )
+        out = public_tables(table, files, lambda url: _read_text(url, options), params)
     except ValueError as exc:  # PublicDataError, or a malformed file the readers let through
         raise fail(str(exc)) from None
     for name, t in out.items():
