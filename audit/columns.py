@@ -105,6 +105,14 @@ class Table:
                 raise ValueError(f"Table {self.name!r} declares the column {c.name!r} twice.")
             seen.add(c.name)
 
+    def from_batch(
+        self, b: Mapping[str, np.ndarray], constants: Mapping[str, object] | None = None
+    ) -> pa.Table:
+        """One row of this table per row of batch ``b``, every column as its declaration says
+        (:func:`arrow_column`); ``constants`` fill the driver's columns (``run_id``, ``model``)."""
+        n = len(b[IMAGE_ID.name])
+        return pa.table({c.name: arrow_column(c, b, n, constants) for c in self.columns})
+
     def schema(self) -> pa.Schema:
         """The table's pyarrow schema."""
         return pa.schema([c.field() for c in self.columns])
@@ -133,3 +141,42 @@ LABEL = Column(
     doc="ground-truth class index; null for unlabeled inputs",
     null_if=Null.NEGATIVE,
 )
+
+
+def list_array(a2d: np.ndarray, typ: pa.DataType) -> pa.ListArray:
+    """A ``(n, k)`` array as a list column of ``n`` lists of ``k``."""
+    n, k = a2d.shape
+    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(a2d).ravel(), typ))
+
+
+def arrow_column(
+    col: Column, b: Mapping[str, np.ndarray], n: int, constants: Mapping[str, object] | None = None
+) -> pa.Array:
+    """The Arrow column ``col`` of the ``n`` rows of batch ``b``.
+
+    A column the driver fills in (``dtype`` None) takes its value from ``constants``; an
+    ``optional`` column missing from ``b`` is all null; strings and bytes are converted one by
+    one; ``(n, k)`` arrays become list columns; other values are cast to ``col.dtype`` and
+    nulled where ``col.null_if`` says (``UNLABELED`` reads ``b["label"]``).
+    """
+    if col.dtype is None:
+        return pa.array([(constants or {})[col.name]] * n, col.arrow)
+    if col.optional and col.name not in b:
+        return pa.nulls(n, col.arrow)
+    values = b[col.name]
+    if pa.types.is_string(col.arrow):
+        return pa.array([str(x) for x in values], col.arrow)
+    if pa.types.is_binary(col.arrow):
+        return pa.array(list(values), col.arrow)
+    if pa.types.is_list(col.arrow):
+        return list_array(values, col.arrow.value_type)
+    values = np.asarray(values, dtype=col.dtype)
+    mask = None
+    if col.null_if is Null.NEGATIVE:
+        mask = values < 0
+    elif col.null_if is Null.NAN:
+        mask = np.isnan(values)
+    elif col.null_if is Null.UNLABELED:
+        mask = np.asarray(b[LABEL.name], dtype=np.int64) < 0
+    return pa.array(values, col.arrow, mask=mask)

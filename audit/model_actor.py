@@ -6,9 +6,10 @@ Rows flow through the pass as numpy batches with these columns:
   (``(n, crop_h, crop_w, 3) uint8`` at the model's crop size, zeros where decoding failed), ``error`` (str, ``""`` when fine),
   ``stage`` (str, where it failed);
 - after :class:`ModelActor`: the same without ``image``, plus the columns of the enabled stages
-  (:mod:`audit.stages.registry`: ``predict``, then ``attack`` and ``explain`` when enabled), in
-  that order, as declared in ``audit/stages/*_table.py``. Rows whose ``error`` is set carry
-  zeros there (``""`` or ``b""`` in string and bytes columns).
+  (:mod:`audit.stages.registry`: ``predict``, then ``attack`` and ``explain`` when enabled, then
+  optional and plug-in stages), as the stages declare them. Rows whose ``error`` is set carry
+  zeros there (``""`` or ``b""`` in string and bytes columns); a stage that failed on a row
+  sets its ``error`` and its ``stage`` to the stage's name.
 
 Errors travel with the data instead of being raised, so one bad file never fails a batch and
 every input comes out exactly once.
@@ -18,21 +19,23 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from audit.columns import Column
-from audit.config import AttackConfig, ExplainConfig, PredictConfig
+from audit.config import PredictConfig
 from audit.data.decode import ImageLoadError, decode_image, load_image
 from audit.data.segments import encode_segments
 from audit.models import STANDARD, AuditModel, EvalTransform
 from audit.stages.explain import segment
-from audit.stages.registry import STAGES, StageContext
+from audit.stages.registry import INPUTS, STAGES, Stage, StageContext
 
 log = logging.getLogger(__name__)
+
+Batch = dict[str, np.ndarray]
 
 
 def decode_batch(
@@ -100,9 +103,10 @@ def decode_batch(
 class ModelActor:
     """Holds one model on one device and runs the enabled stages on batches of decoded images.
 
-    The stages come from :data:`audit.stages.registry.STAGES`, in dependency order. A batch on
-    which a stage raises is retried image by image, so that only the culprit becomes an error
-    row (stage ``predict``).
+    The stages come from :data:`audit.stages.registry.STAGES` (or ``stages``), in dependency
+    order, each built with its config section. A stage that raises on a batch is retried image
+    by image, so that only the culprits become error rows (stage: that stage's name); they leave
+    the batch and the later stages run on the others.
 
     Args:
         model_ref: An object-store reference to the :class:`~audit.models.AuditModel` the driver
@@ -111,12 +115,11 @@ class ModelActor:
         num_classes: Outputs of the model (top-k is ``min(5, num_classes)``).
         embedding_dim: Size of the penultimate embedding.
         device: ``cuda`` or ``cpu``.
-        bf16: Autocast to bfloat16 on CUDA.
-        embeddings: Store penultimate-layer embeddings.
-        cpu_threads: Torch intra-op threads on CPU; None means the node's CPU count (Ray sets
-            ``OMP_NUM_THREADS`` to the actor's CPU reservation otherwise).
-        attack: IFGSM step counting on the same decoded images; None or disabled skips it.
-        explain_cfg: LIME for rows flagged ``explain`` (segmented by the decode tasks).
+        sections: Every stage's config section by name (``RunPlan.sections``); ``predict``'s
+            ``bf16``, ``embeddings`` and ``cpu_threads`` set up the actor. Missing sections take
+            their defaults.
+        stages: The stage classes to run (the driver's ``RunPlan.stages``, so that a plug-in
+            the driver imported runs on workers that did not); None means the registry's.
     """
 
     def __init__(
@@ -125,16 +128,17 @@ class ModelActor:
         num_classes: int,
         embedding_dim: int,
         device: str,
-        bf16: bool,
-        embeddings: bool,
-        cpu_threads: int | None = None,
-        attack: AttackConfig | None = None,
-        explain_cfg: ExplainConfig | None = None,
+        sections: Mapping[str, Any] | None = None,
+        stages: Sequence[type[Stage]] | None = None,
     ) -> None:
         import ray
 
+        pool = list(STAGES.classes() if stages is None else stages)
+        given = dict(sections or {})
+        self.sections = {c.section: given.get(c.section) or c.config_type() for c in pool}
+        predict: PredictConfig = self.sections.get("predict") or PredictConfig()
         if device == "cpu":
-            torch.set_num_threads(cpu_threads or os.cpu_count() or 1)
+            torch.set_num_threads(predict.cpu_threads or os.cpu_count() or 1)
         self.device = torch.device(device)
         model: AuditModel = (
             ray.get(model_ref) if isinstance(model_ref, ray.ObjectRef) else model_ref
@@ -143,61 +147,87 @@ class ModelActor:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.k = min(5, num_classes)
-        self.dim = embedding_dim if embeddings else 0
-        self.bf16 = bf16
-        self.embeddings = embeddings
-        self.attack = attack or AttackConfig(enabled=False)
-        self.explain_cfg = explain_cfg or ExplainConfig(enabled=False)
+        self.dim = embedding_dim if predict.embeddings else 0
+        self.bf16 = predict.bf16
         self.sizes = {"k": self.k, "dim": self.dim}
-        sections = {
-            "predict": PredictConfig(cpu_threads=cpu_threads, bf16=bf16, embeddings=embeddings),
-            "attack": self.attack,
-            "explain": self.explain_cfg,
-        }
-        context = StageContext(self.model, self.device, bf16, self.sizes)
-        self.stages = STAGES.build(sections, context)
+        context = StageContext(self.model, self.device, self.bf16, self.sizes)
+        self.stages = STAGES.build(self.sections, context, pool)
         self.columns: dict[str, Column] = {
             c.name: c for stage in self.stages for c in stage.outputs()
         }
         """The enabled stages' output columns, in the order they are added."""
 
-    def _process(
-        self, images: np.ndarray, labels: np.ndarray, segments: np.ndarray
-    ) -> dict[str, np.ndarray]:
-        """Every enabled stage on decoded images, in dependency order; returns their columns."""
-        cols: dict[str, np.ndarray] = {}
-        state: dict[str, Any] = {}
-        inputs = {"image": images, "label": labels, "segments": segments}
-        for stage in self.stages:
-            cols.update(stage.run({**inputs, **cols}, state))
-        return cols
+    def _process(self, inputs: Batch) -> tuple[np.ndarray, Batch, dict[int, tuple[str, str]]]:
+        """Every enabled stage on the decoded images ``inputs``, in dependency order.
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        Returns:
+            The rows (positions in ``inputs``) every stage ran on, their columns, and the rows a
+            stage failed on: position -> (stage, reason).
+        """
+        rows = np.arange(len(inputs["image"]))
+        cols: Batch = {}
+        state: dict[str, Any] = {}
+        failed: dict[int, tuple[str, str]] = {}
+        for stage in self.stages:
+            if not len(rows):
+                break
+            batch = {**{k: v[rows] for k, v in inputs.items()}, **cols}
+            try:
+                cols.update(stage.run(batch, state))
+                continue
+            except Exception:  # retry one by one so that only the culprits become error rows
+                log.exception(
+                    "stage %r failed on a batch of %d; retrying per image", stage.name, len(rows)
+                )
+            out, keep, state = self._per_image(stage, batch, state, rows, failed)
+            rows = rows[keep]
+            cols = {k: v[keep] for k, v in cols.items()}
+            cols.update(out)
+        return rows, cols, failed
+
+    @staticmethod
+    def _per_image(
+        stage: Stage,
+        batch: Batch,
+        state: dict[str, Any],
+        rows: np.ndarray,
+        failed: dict[int, tuple[str, str]],
+    ) -> tuple[Batch, np.ndarray, dict[str, Any]]:
+        """``stage`` on each row of ``batch`` alone; the failures go into ``failed``.
+
+        Returns:
+            The stage's columns of the rows it ran on, those rows (positions in ``batch``) and
+            the state of those rows.
+        """
+        outs: list[Batch] = []
+        states: list[dict[str, Any]] = []
+        keep = []
+        for j in range(len(rows)):
+            one = {k: v[j : j + 1] for k, v in batch.items()}
+            mine = {k: v[j : j + 1] for k, v in state.items()}
+            try:
+                outs.append(stage.run(one, mine))
+            except Exception as exc:
+                failed[int(rows[j])] = (stage.name, f"{type(exc).__name__}: {exc}")
+                continue
+            states.append(mine)
+            keep.append(j)
+        out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} if outs else {}
+        new_state = {k: _concat([m[k] for m in states]) for k in states[0]} if states else {}
+        return out, np.array(keep, dtype=np.int64), new_state
+
+    def __call__(self, batch: Batch) -> Batch:
         n = len(batch["image_id"])
         errors = np.asarray(batch["error"], dtype=object).copy()
         stages = np.asarray(batch["stage"], dtype=object).copy()
-        out: dict[str, np.ndarray] = {}
+        out: Batch = {}
         ok = np.flatnonzero(errors == "")
         if len(ok):
-            try:
-                self._fill(
-                    out,
-                    n,
-                    ok,
-                    self._process(batch["image"][ok], batch["label"][ok], batch["segments"][ok]),
-                )
-            except Exception:  # retry one by one so that only the culprit becomes an error row
-                log.exception("the model failed on a batch of %d; retrying per image", len(ok))
-                for i in ok:
-                    try:
-                        one = self._process(
-                            batch["image"][i : i + 1],
-                            batch["label"][i : i + 1],
-                            batch["segments"][i : i + 1],
-                        )
-                        self._fill(out, n, np.array([i]), one)
-                    except Exception as exc:
-                        errors[i], stages[i] = f"{type(exc).__name__}: {exc}", "predict"
+            inputs = {k: batch[k][ok] for k in INPUTS}
+            rows, cols, failed = self._process(inputs)
+            self._fill(out, n, ok[rows], cols)
+            for j, (stage, reason) in failed.items():
+                errors[ok[j]], stages[ok[j]] = reason, stage
         return {
             "image_id": batch["image_id"],
             "uri": batch["uri"],
@@ -209,9 +239,7 @@ class ModelActor:
             **self._complete(out, n),
         }
 
-    def _fill(
-        self, out: dict[str, np.ndarray], n: int, rows: np.ndarray, cols: dict[str, np.ndarray]
-    ) -> None:
+    def _fill(self, out: Batch, n: int, rows: np.ndarray, cols: Batch) -> None:
         """Scatter ``cols`` (one entry per row in ``rows``) into ``n``-row output columns."""
         for name, values in cols.items():
             if name not in out:
@@ -220,7 +248,7 @@ class ModelActor:
                     out[name][:] = self.columns[name].empty
             out[name][rows] = values
 
-    def _complete(self, out: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    def _complete(self, out: Batch, n: int) -> Batch:
         """Every output column, also when no row of the batch reached the model."""
         for name, col in self.columns.items():
             if name not in out:
@@ -228,3 +256,10 @@ class ModelActor:
                 if out[name].dtype == object:
                     out[name][:] = col.empty
         return out
+
+
+def _concat(parts: list[Any]) -> Any:
+    """Row-aligned state values of single rows back into one (torch tensors or numpy arrays)."""
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    return np.concatenate(parts)

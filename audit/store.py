@@ -100,6 +100,31 @@ stages: :mod:`audit.stages.predict_table`, ``attack_table``, ``explain_table``).
 
 SCHEMAS: dict[str, pa.Schema] = {name: t.schema() for name, t in TABLES.items()}
 
+SHIPPED_TABLES = tuple(TABLES)
+"""The tables every run has; an optional or plug-in stage adds its own with
+:func:`register_table`, and a run that enables it with :meth:`RunStore.add_table`."""
+
+
+def register_table(table: Table) -> None:
+    """Add a plug-in stage's per-image table to :data:`TABLES` and :data:`SCHEMAS` (the
+    stage registry calls this); the same declaration again changes nothing.
+
+    Raises:
+        ValueError: another table of that name is declared already.
+    """
+    known = TABLES.get(table.name)
+    if known is not None and known != table:
+        raise ValueError(f"A table named {table.name!r} is declared already, with other columns.")
+    TABLES[table.name] = table
+    SCHEMAS[table.name] = table.schema()
+
+
+def unregister_table(name: str) -> None:
+    """Remove a plug-in table again (shipped tables stay)."""
+    if name not in SHIPPED_TABLES:
+        TABLES.pop(name, None)
+        SCHEMAS.pop(name, None)
+
 PREDICTIONS = SCHEMAS["predictions"]
 ERRORS = SCHEMAS["errors"]
 ADVERSARIAL = SCHEMAS["adversarial"]
@@ -141,8 +166,8 @@ class RunStore:
         self.run_id = run_id
         self.path = base.rstrip("/") + "/" + run_id
         self._parts: dict[str, int] = {}
-        self.files: dict[str, list[str]] = {name: [] for name in SCHEMAS}
-        self.rows: dict[str, int] = {name: 0 for name in SCHEMAS}
+        self.files: dict[str, list[str]] = {name: [] for name in SHIPPED_TABLES}
+        self.rows: dict[str, int] = {name: 0 for name in SHIPPED_TABLES}
 
     @property
     def url(self) -> str:
@@ -216,11 +241,18 @@ class RunStore:
             self.record(table, rel, arrow.num_rows)
         return rel
 
+    def add_table(self, table: str) -> None:
+        """Make ``table`` (a registered stage's, :func:`register_table`) one of this run's
+        tables: listed in the manifest, and given an empty file when it gets no rows."""
+        self.files.setdefault(table, [])
+        self.rows.setdefault(table, 0)
+
     def record(self, table: str, rel: str, rows: int) -> None:
         """List a written file (relative path) and its rows; listing it again does nothing."""
-        if rel not in self.files[table]:
-            self.files[table].append(rel)
-            self.rows[table] += rows
+        files = self.files.setdefault(table, [])
+        if rel not in files:
+            files.append(rel)
+            self.rows[table] = self.rows.get(table, 0) + rows
 
     def adopt(self, tables: Mapping[str, Mapping[str, Any]], keep: Callable[[str], bool]) -> None:
         """Take over the files an earlier attempt of this run committed (resume).
@@ -231,7 +263,7 @@ class RunStore:
         deletes the rest (uncommitted shards, an old ``selections``), so that a manifest on disk
         never lists a file that is gone.
         """
-        for table in SCHEMAS:
+        for table in self.files:
             listed = [rel for rel in tables.get(table, {}).get("files", []) if keep(rel)]
             self.files[table] = listed
             self.rows[table] = sum(
@@ -241,7 +273,7 @@ class RunStore:
 
     def remove_unlisted(self) -> None:
         """Delete every file under the table folders that this store has not recorded."""
-        for table in SCHEMAS:
+        for table in self.files:
             folder = self.path + "/" + table
             if not self.fs.exists(folder):
                 continue
@@ -260,9 +292,9 @@ class RunStore:
 
     def ensure_tables(self) -> None:
         """Give every table with no file yet one empty file, so that it can be read."""
-        for name, schema in SCHEMAS.items():
-            if not self.files[name]:
-                self.write(name, schema.empty_table(), name="empty")
+        for name, files in self.files.items():
+            if not files:
+                self.write(name, SCHEMAS[name].empty_table(), name="empty")
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Replace ``manifest.json``: write-then-rename on local disk, one PUT elsewhere (an

@@ -14,9 +14,10 @@ from torch import nn
 
 from audit.columns import Column, Null, Table
 from audit.config import AttackConfig, ExplainConfig
-from audit.run.tables import TableBuilder
 from audit.stages.registry import STAGES, StageContext, StageRegistry, dependency_order
 from audit.store import SCHEMAS, TABLES
+
+STAGES.classes()  # the stages' tables (image_stats among them) join TABLES when they register
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "tables.md"
 
@@ -85,7 +86,7 @@ def test_batch_to_arrow_follows_the_declarations() -> None:
         "ok": np.array([True, True]),
         "top": np.array([[1, 2], [3, 4]], dtype=np.int32),
     }
-    t = TableBuilder("r", "m", ExplainConfig()).from_batch(table, b)
+    t = table.from_batch(b, {"run_id": "r", "model": "m"})
     assert t.to_pydict() == {
         "run_id": ["r", "r"],
         "label": [3, None],
@@ -120,7 +121,7 @@ def test_actor_fills_every_declared_column_for_skipped_images(
     from audit.models import AuditModel
 
     model = AuditModel(_Net(), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    actor = ModelActor(model, 10, 3, "cpu", False, True, attack=attack, explain_cfg=explain)
+    actor = ModelActor(model, 10, 3, "cpu", sections={"attack": attack, "explain": explain})
     n = 2
     batch = {
         "image_id": np.array(["a", "b"], dtype=object),
@@ -230,7 +231,7 @@ def test_build_skips_disabled_sections_and_runs_in_order() -> None:
 
 
 def test_shipped_stages() -> None:
-    assert STAGES.names() == ("predict", "attack", "explain")
+    assert STAGES.names() == ("predict", "attack", "explain", "image_stats")
     order = dependency_order([STAGES.get(n) for n in ("explain", "attack", "predict")])
     assert names(order) == ["predict", "attack", "explain"]
     for name in STAGES.names():  # every stage's columns are declared in order

@@ -359,10 +359,7 @@ def test_explain_which_images(
         len(loaded.classes),
         loaded.embedding_dim,
         "cpu",
-        False,
-        True,
-        attack=cfg.attack,
-        explain_cfg=cfg.explain,
+        sections={"attack": cfg.attack, "explain": cfg.explain},
     )
     out = actor(batch)
     explained = 0

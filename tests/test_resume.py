@@ -9,15 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import fsspec
 import numpy as np
-import psutil
 import pytest
 import torch
 from fsspec.implementations.local import LocalFileSystem
@@ -25,11 +24,13 @@ from torch import nn
 
 from audit import store
 from audit.config import ConfigError, build_config
+from audit.config.checks import Checked
 from audit.model_actor import ModelActor, decode_batch
 from audit.models import AuditModel
 from audit.run import run_audit
 from audit.run.ledger import EXIT_AFTER_COMMITS_CODE, EXIT_AFTER_COMMITS_ENV
-from audit.run.tables import TABLES_PER_IMAGE
+from audit.run.tables import per_image_tables
+from audit.stages.registry import STAGES, StageBase
 from audit.store import read_manifest, read_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,7 +161,7 @@ def test_killed_driver_then_rerun_equals_uninterrupted_run(
     # files of shards in flight may be on disk, but only the committed ones are listed
     listed = {f for t in before["tables"].values() for f in t["files"]}
     assert {f for f in listed if "shard-" in f} <= {
-        f"{t}/shard-{k:05d}.parquet" for t in TABLES_PER_IMAGE for k in done_before
+        f"{t}/shard-{k:05d}.parquet" for t in per_image_tables() for k in done_before
     }
 
     result = run_audit(build_config(raw))  # the same run id: resumes
@@ -171,29 +172,56 @@ def test_killed_driver_then_rerun_equals_uninterrupted_run(
     assert_same_tables(str(run), reference)
 
 
+@dataclass(frozen=True)
+class KillOnceConfig(Checked):
+    """Where the marker of the one kill lies, and at which batch of an actor to kill."""
+
+    marker: str = ""
+    at_batch: int = 2
+    SECTION: ClassVar[str | None] = "kill_once"
+
+
+class KillOnce(StageBase):
+    """A test stage that adds nothing and SIGKILLs its own model actor process at its
+    ``at_batch``-th batch, once per run (the marker file says it happened): a deterministic
+    lost actor, in the middle of the stream."""
+
+    name: ClassVar[str] = "kill_once"
+    section: ClassVar[str] = "kill_once"
+    config_type: ClassVar[type] = KillOnceConfig
+    needs: ClassVar[tuple[str, ...]] = ("image", "predict")
+
+    def __init__(self, config: KillOnceConfig, context: Any) -> None:
+        super().__init__(config, context)
+        self.batches = 0
+
+    def run(self, batch: Any, state: dict[str, Any]) -> dict[str, np.ndarray]:
+        self.batches += 1
+        marker = Path(self.config.marker)
+        if self.config.marker and self.batches == self.config.at_batch and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return {}
+
+
 def test_killed_model_actor_is_replaced_and_run_completes(
     tmp_path: Path, reference: str, demo_cache: str
 ) -> None:
+    from ray import cloudpickle
+
     run = tmp_path / "actor"
-    killed: list[int] = []
-
-    def kill_an_actor() -> None:
-        wait_for(lambda: committed_shards(run) >= 1, 300, "a committed shard")
-        me = psutil.Process()
-        for p in me.children(recursive=True):
-            try:
-                if "MapWorker" in " ".join(p.cmdline()) and "ModelActor" in " ".join(p.cmdline()):
-                    p.send_signal(signal.SIGKILL)
-                    killed.append(p.pid)
-                    return
-            except psutil.Error:
-                continue
-
-    killer = threading.Thread(target=kill_an_actor)
-    killer.start()
-    result = run_audit(build_config(small_config(tmp_path, "actor")))
-    killer.join()
-    assert killed, "no model actor process was found to kill"
+    marker = tmp_path / "killed"
+    STAGES.register(KillOnce)
+    # the Ray workers cannot import this test module: its classes travel by value
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        raw = small_config(tmp_path, "actor", kill_once={"marker": str(marker)})
+        result = run_audit(build_config(raw))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        STAGES.unregister(KillOnce.name)
+    assert marker.exists(), "the model actor was never killed"
+    assert int(marker.read_text()) != os.getpid()  # an actor process, not the driver
     assert result.manifest["shards"]["committed"][-1] == 14
     assert_exactly_once(str(run))
     assert_same_tables(str(run), reference)
@@ -324,7 +352,7 @@ def test_an_image_that_always_fails_becomes_an_error_row(tmp_path: Path) -> None
         max_pixels=10**8,
     )
     model = AuditModel(_Poisoned(), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    actor = ModelActor(model, 10, 3, "cpu", bf16=False, embeddings=True)
+    actor = ModelActor(model, 10, 3, "cpu")
     out = actor(batch)
     assert list(out["error"][[0, 2]]) == ["", ""]
     assert out["stage"][1] == "predict" and "poisoned input" in out["error"][1]

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from audit.config import ConfigError
-from audit.store import ERRORS, PREDICTIONS, SCHEMAS, RunStore, read_manifest, read_table
+from audit.store import ERRORS, PREDICTIONS, RunStore, read_manifest, read_table
 
 
 def _pred_rows(n: int) -> dict[str, list]:
@@ -40,7 +40,7 @@ def test_write_read_roundtrip(tmp_path: Path, root_kind: str) -> None:
     store.write_manifest(
         {
             "run_id": "run1",
-            "tables": {k: {"rows": store.rows[k], "files": store.files[k]} for k in SCHEMAS},
+            "tables": {k: {"rows": store.rows[k], "files": store.files[k]} for k in store.files},
         }
     )
     run = root.rstrip("/") + "/run1"

@@ -145,16 +145,15 @@ def build_config(
         ConfigError: an unknown section or field, or a value of the wrong type or range.
     """
     merged: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    plugins: dict[str, type] = {}
     raw = raw or {}
     if not isinstance(raw, Mapping):
         raise ConfigError(
             f"A config file must hold a mapping of sections. Got {type(raw).__name__}."
         )
     for section, values in raw.items():
-        if section not in SECTIONS:
-            raise ConfigError(
-                f"Unknown config section '{section}'. Allowed sections: {', '.join(SECTIONS)}."
-            )
+        if section not in merged:
+            _add_plugin(section, merged, plugins, "")
         if values is None:
             continue
         if not isinstance(values, Mapping):
@@ -162,11 +161,8 @@ def build_config(
         merged[section].update(values)
     for text in overrides:
         section, key, value = parse_override(text)
-        if section not in SECTIONS:
-            raise ConfigError(
-                f"Unknown config section '{section}' in override {text!r}. "
-                f"Allowed sections: {', '.join(SECTIONS)}."
-            )
+        if section not in merged:
+            _add_plugin(section, merged, plugins, f" in override {text!r}")
         field_name, _, sub = key.partition(".")
         if sub:
             inner = merged[section].get(field_name) or {}
@@ -181,7 +177,30 @@ def build_config(
     if isinstance(factory, str) and factory.strip() and "name" not in merged["model"]:
         merged["model"]["name"] = factory_label(factory)
     sections = {name: _build_section(name, cls, merged[name]) for name, cls in SECTIONS.items()}
-    return AuditConfig(**sections)
+    extra = {name: _build_section(name, cls, merged[name]) for name, cls in plugins.items()}
+    return AuditConfig(**sections, plugins=extra)
+
+
+def _add_plugin(
+    section: str, merged: dict[str, dict[str, Any]], plugins: dict[str, type], where: str
+) -> None:
+    """Make room for the section of a plug-in stage (:mod:`audit.stages.registry`), looked up
+    only for a section that is not one of :data:`SECTIONS`, so that a config of the shipped
+    sections never imports the stages.
+
+    Raises:
+        ConfigError: no registered stage reads ``section``; the message lists every section.
+    """
+    from audit.stages.registry import STAGES
+
+    stage = STAGES.by_section(section)
+    if stage is None:
+        allowed = [*SECTIONS, *(c.section for c in STAGES.classes() if c.section not in SECTIONS)]
+        raise ConfigError(
+            f"Unknown config section '{section}'{where}. Allowed sections: {', '.join(allowed)}."
+        )
+    merged[section] = {}
+    plugins[section] = stage.config_type
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> AuditConfig:

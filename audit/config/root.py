@@ -27,6 +27,9 @@ class AuditConfig(Checked):
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     criticism: CriticismConfig = field(default_factory=CriticismConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    plugins: Mapping[str, Any] = field(default_factory=dict)
+    """The sections of plug-in stages (:mod:`audit.stages.registry`), by section name; each is
+    that stage's ``config_type``. In YAML they are top-level sections like the others."""
 
     SECTION: ClassVar[str | None] = ""
     RULES: ClassVar[Mapping[str, FieldRules]] = {
@@ -37,6 +40,7 @@ class AuditConfig(Checked):
         "explain": InstanceOf(ExplainConfig, "an ExplainConfig"),
         "criticism": InstanceOf(CriticismConfig, "a CriticismConfig"),
         "output": InstanceOf(OutputConfig, "an OutputConfig"),
+        "plugins": InstanceOf(Mapping, "a mapping of plug-in stage sections"),
     }
 
     def __post_init__(self) -> None:
@@ -68,12 +72,19 @@ class AuditConfig(Checked):
                 "attack.enabled is false: there would be none; enable the attack or add 'clean'."
             )
 
+    def section(self, name: str) -> Any:
+        """The section called ``name``: a field's, else a plug-in stage's, else None."""
+        if name in SECTIONS:
+            return getattr(self, name)
+        return self.plugins.get(name)
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (enums as strings, storage options left out: they hold credentials)."""
+        """A JSON-ready dict (enums as strings, storage options left out: they hold credentials);
+        plug-in sections are top-level sections, after the others."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            section = getattr(self, f.name)
-            out[f.name] = {
+        sections = {name: getattr(self, name) for name in SECTIONS}
+        for name, section in {**sections, **self.plugins}.items():
+            out[name] = {
                 sf.name: plain(getattr(section, sf.name))
                 for sf in dataclasses.fields(section)
                 if sf.name != "storage_options"

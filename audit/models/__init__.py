@@ -78,11 +78,15 @@ _BUILTINS_REGISTERED = False
 
 def builtin_sources() -> None:
     """Register the built-in sources once, in lookup order: code-registered models (the demo),
-    timm (``timm/`` names), torchvision."""
+    timm (``timm/`` names), torchvision, then the ``SOURCE`` (a :class:`ModelSource`) of every
+    other module of this package, in module-name order, so that a new source is one new file."""
     global _BUILTINS_REGISTERED
     if _BUILTINS_REGISTERED:
         return
     _BUILTINS_REGISTERED = True
+    import importlib
+    import pkgutil
+
     from audit.models.demo import REGISTERED
     from audit.models.timm import TimmSource
     from audit.models.torchvision import TorchvisionSource
@@ -90,3 +94,7 @@ def builtin_sources() -> None:
     register_source(REGISTERED)
     register_source(TimmSource())
     register_source(TorchvisionSource())
+    for info in sorted(pkgutil.iter_modules(__path__, __name__ + "."), key=lambda m: m.name):
+        found = getattr(importlib.import_module(info.name), "SOURCE", None)
+        if isinstance(found, ModelSource):
+            register_source(found)

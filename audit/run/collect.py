@@ -20,9 +20,9 @@ from audit.run.ledger import ShardLedger
 from audit.run.manifest import RunManifest
 from audit.run.plan import RunPlan
 from audit.run.tables import (
-    TABLES_PER_IMAGE,
     Batch,
     TableBuilder,
+    per_image_tables,
     shard_file,
     shard_files,
     split_by_shard,
@@ -55,7 +55,12 @@ class ShardCollector:
         self.ledger = ledger
         self.manifest = manifest
         self.counters = counters
-        self.tables = TableBuilder(plan.run_id, plan.model.name, plan.cfg.explain)
+        self.tables = TableBuilder(plan.run_id, plan.model.name)
+        self.sections = plan.sections
+        self.stages = [s for s in plan.stages if s.table is not None]
+        self.per_image = per_image_tables()
+        for stage in self.stages:
+            store.add_table(stage.table.name)  # type: ignore[union-attr]
         self._parts: dict[int, dict[str, list[pa.Table]]] = {}
 
     def adopt(self, committed: set[int], tables: dict[str, Any]) -> None:
@@ -102,18 +107,17 @@ class ShardCollector:
         self._commit_ready(self.plan.shard_of[(r.image_id, r.uri)] for r in errors)
 
     def _add_predicted(self, shard: int, b: Batch) -> None:
+        """Count the predicted rows and buffer every enabled stage's table rows of them."""
         self.counters.add_predictions(b)
-        self._buffer(shard, "predictions", self.tables.predictions(b))
         if self.counters.attack is not None:
             self.counters.add_attacks(b)
-            self._buffer(shard, "adversarial", self.tables.adversarial(b))
-        if "explanations" in b:
-            found = self.tables.explanations(b)
-            if found is not None:
-                self._buffer(shard, "explanations", found)
+        for stage in self.stages:
+            rows = stage.table_rows(b, self.tables.constants, self.sections[stage.section])
+            if rows is not None and rows.num_rows:
+                self._buffer(shard, stage.table.name, rows)  # type: ignore[union-attr]
 
     def _buffer(self, shard: int, table: str, rows: pa.Table) -> None:
-        parts = self._parts.setdefault(shard, {name: [] for name in TABLES_PER_IMAGE})
+        parts = self._parts.setdefault(shard, {name: [] for name in self.per_image})
         parts[table].append(rows)
 
     def _commit_ready(self, touched: Iterable[int]) -> None:
@@ -121,7 +125,7 @@ class ShardCollector:
         for shard in self.ledger.ready(touched):
             parts = self._parts.get(shard, {})
             written = []
-            for table in TABLES_PER_IMAGE:
+            for table in self.per_image:
                 if parts.get(table):
                     rows = pa.concat_tables(parts[table])
                     rel = self.store.write(table, rows, name=shard_file(shard), record=False)

@@ -19,12 +19,14 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import fsspec
 
 from audit.config import AuditConfig, ConfigError, DataConfig, Device, ExplainWhich, Layout
 from audit.data.layouts import InputRecord, Listing, list_inputs
 from audit.models import LoadedModel, check_model_name, load_model
+from audit.stages.registry import STAGES, Stage
 
 InputKey = tuple[str, str]
 """``(image_id, uri)``: what identifies one input within its shard."""
@@ -73,6 +75,16 @@ class RunPlan:
         """Inputs of the run, listing errors included."""
         return len(self.inputs)
 
+    @property
+    def sections(self) -> dict[str, Any]:
+        """Every registered stage's config section (:meth:`StageRegistry.sections`)."""
+        return STAGES.sections(self.cfg)
+
+    @property
+    def stages(self) -> list[type[Stage]]:
+        """The stage classes the model actors run, in dependency order."""
+        return STAGES.enabled(self.sections)
+
 
 def build_plan(cfg: AuditConfig, run_id: str, cluster_gpus: Callable[[], float]) -> RunPlan:
     """Plan the run: everything that can fail on bad configuration, before any work.
@@ -90,6 +102,10 @@ def build_plan(cfg: AuditConfig, run_id: str, cluster_gpus: Callable[[], float])
         ConfigError: with a one-line reason (unknown model or class, demo data with another
             model, ``predict.device=cuda`` on a cluster without GPUs).
     """
+    try:  # a stage whose needs are not met stops the run before the model loads
+        STAGES.enabled(STAGES.sections(cfg))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     model, data, listing, seconds = prepare(cfg)
     gpus = cluster_gpus()
     device = resolve_device(cfg.predict.device, gpus)

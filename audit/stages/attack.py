@@ -33,11 +33,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from audit.columns import Column
+from audit.columns import Column, Table
 from audit.config import AttackConfig, AttackTarget
 from audit.stages import attack_table
 from audit.stages.predict import images_to_tensor
-from audit.stages.registry import StageContext, register_stage
+from audit.stages.registry import StageBase, register_stage
 
 NEVER = -1
 """``steps_to_flip`` value for an image that is still not flipped after ``max_steps``."""
@@ -231,7 +231,7 @@ def attack_columns(
 
 
 @register_stage
-class AttackStage:
+class AttackStage(StageBase):
     """The attack stage of the model actor: :func:`attack_columns` on the decoded crops.
 
     Adds ``target`` (the label, or with ``attack.target: prediction`` or an unknown label the
@@ -242,13 +242,10 @@ class AttackStage:
 
     name: ClassVar[str] = "attack"
     section: ClassVar[str] = "attack"
+    config_type: ClassVar[type] = AttackConfig
     needs: ClassVar[tuple[str, ...]] = ("image", "label", "predict")
-    uses: ClassVar[tuple[str, ...]] = ()
     columns: ClassVar[tuple[Column, ...]] = attack_table.COLUMNS
-
-    def __init__(self, config: AttackConfig, context: StageContext) -> None:
-        self.config = config
-        self.context = context
+    table: ClassVar[Table | None] = attack_table.ADVERSARIAL_TABLE
 
     def outputs(self) -> tuple[Column, ...]:
         return tuple(c for c in self.columns if self.config.keep_images or not c.optional)

@@ -56,17 +56,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import pyarrow as pa
 import torch
 from skimage.segmentation import quickshift, slic
 from torch import nn
 
-from audit.columns import Column
+from audit.columns import IMAGE_ID, MODEL, RUN_ID, Column, Table
 from audit.config import ExplainConfig, ExplainWhich, Variant
 from audit.data.segments import decode_segments
 from audit.stages import explain_table
 from audit.stages.perturb import FILLS, Perturber, fill_image, fold_normalisation
 from audit.stages.predict import images_to_tensor
-from audit.stages.registry import StageContext, register_stage
+from audit.stages.registry import StageBase, register_stage
 from audit.stages.surrogate import REGRESSORS, Surrogate, fit_surrogate, kernel_weights
 
 SEGMENTERS = ("quickshift", "slic")
@@ -197,13 +198,7 @@ def explain(
         ValueError: On bad shapes, an unknown option, a model in training mode, a float image
             with a non-finite value or ``batch_size < 1``.
     """
-    _check_choice("fill", fill, FILLS)
-    _check_choice("regressor", regressor, REGRESSORS)
-    _check_choice("output", output, OUTPUTS)
-    if model.training:
-        raise ValueError("explain needs the model in eval mode (batch-norm statistics frozen).")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1. Got {batch_size} instead.")
+    _check_explain(model, fill, regressor, output, batch_size)
     seg_np = _checked_segments(image, segments)
     d = int(seg_np.max()) + 1
     dev = torch.device(device)
@@ -240,6 +235,19 @@ def explain(
         kernel_width=kernel_width,
         seed=seed,
     )
+
+
+def _check_explain(
+    model: nn.Module, fill: str, regressor: str, output: str, batch_size: int
+) -> None:
+    """:func:`explain`'s argument checks (one ``ValueError`` line each)."""
+    _check_choice("fill", fill, FILLS)
+    _check_choice("regressor", regressor, REGRESSORS)
+    _check_choice("output", output, OUTPUTS)
+    if model.training:
+        raise ValueError("explain needs the model in eval mode (batch-norm statistics frozen).")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1. Got {batch_size} instead.")
 
 
 def _checked_segments(image: np.ndarray, segments: np.ndarray) -> np.ndarray:
@@ -298,7 +306,7 @@ def explanation_path(
 
 
 @register_stage
-class ExplainStage:
+class ExplainStage(StageBase):
     """The explain stage of the model actor: :func:`explain` for the rows ``explain.which`` picks.
 
     A row is explained when the decode tasks segmented it (its ``segments`` are not empty: it is
@@ -313,16 +321,39 @@ class ExplainStage:
 
     name: ClassVar[str] = "explain"
     section: ClassVar[str] = "explain"
+    config_type: ClassVar[type] = ExplainConfig
     needs: ClassVar[tuple[str, ...]] = ("image", "label", "segments", "predict")
     uses: ClassVar[tuple[str, ...]] = ("attack",)
     columns: ClassVar[tuple[Column, ...]] = explain_table.COLUMNS
+    table: ClassVar[Table | None] = explain_table.EXPLANATIONS_TABLE
 
-    def __init__(self, config: ExplainConfig, context: StageContext) -> None:
-        self.config = config
-        self.context = context
-
-    def outputs(self) -> tuple[Column, ...]:
-        return self.columns
+    @classmethod
+    def table_rows(
+        cls, batch: Mapping[str, np.ndarray], constants: Mapping[str, object], config: Any
+    ) -> pa.Table | None:
+        """``explanations`` rows, one per explained variant of an image (the image's super-pixel
+        map and the section's settings repeated on each), or None when no image was explained."""
+        e: ExplainConfig = config
+        rows = []
+        for image_id, found, seg in zip(
+            batch[IMAGE_ID.name], batch["explanations"], batch["segments"], strict=True
+        ):
+            for ex in json.loads(found) if found else ():
+                rows.append(
+                    {
+                        RUN_ID.name: constants[RUN_ID.name],
+                        MODEL.name: constants[MODEL.name],
+                        IMAGE_ID.name: str(image_id),
+                        "n_segments": len(ex["weights"]),
+                        "segments": bytes(seg),
+                        "n_samples": e.n_samples,
+                        "kernel_width": e.kernel_width,
+                        "seed": e.seed,
+                        **ex,
+                    }
+                )
+        schema = explain_table.EXPLANATIONS_TABLE.schema()
+        return pa.Table.from_pylist(rows, schema=schema) if rows else None
 
     def run(self, batch: Mapping[str, np.ndarray], state: dict[str, Any]) -> dict[str, np.ndarray]:
         e = self.config

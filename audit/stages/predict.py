@@ -15,11 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from audit.columns import Column
+from audit.columns import Column, Table
 from audit.config import PredictConfig
 from audit.models import AuditModel
 from audit.stages import predict_table
-from audit.stages.registry import StageContext, register_stage
+from audit.stages.registry import StageBase, StageContext, register_stage
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def predict(
 
 
 @register_stage
-class PredictStage:
+class PredictStage(StageBase):
     """The prediction stage of the model actor: :func:`predict` on the decoded crops.
 
     Adds :data:`audit.stages.predict_table.COLUMNS` (``embedding`` only when
@@ -129,13 +129,13 @@ class PredictStage:
 
     name: ClassVar[str] = "predict"
     section: ClassVar[str] = "predict"
+    config_type: ClassVar[type] = PredictConfig
     needs: ClassVar[tuple[str, ...]] = ("image", "label")
-    uses: ClassVar[tuple[str, ...]] = ()
     columns: ClassVar[tuple[Column, ...]] = predict_table.COLUMNS
+    table: ClassVar[Table | None] = predict_table.PREDICTIONS_TABLE
 
     def __init__(self, config: PredictConfig, context: StageContext) -> None:
-        self.config = config
-        self.context = context
+        super().__init__(config, context)
         self.keep_embedding = config.embeddings and bool(context.sizes.get("dim"))
 
     def outputs(self) -> tuple[Column, ...]:
