@@ -1,5 +1,6 @@
-"""What every ``audit-cli`` command shares at its boundary: the one-line error exit and the one
-``--storage-options`` option.
+"""What every ``audit-cli`` command shares at its boundary: the one-line error exit and the
+options declared once for several commands (``--storage-options``; ``--set``, ``--output`` and
+``--run-id`` of ``run`` and ``submit``).
 
 Whatever fails, a command prints one ``error: ...`` line on stderr and exits 1: a
 user-facing error (:class:`audit.errors.AuditError`) or storage refusing a read or a write
@@ -43,6 +44,13 @@ StorageOpt = Annotated[
         "as JSON (e.g. '{\"anon\": true}').",
     ),
 ]
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a field: section.field=value (repeatable)."),
+]
+OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="Output root (output.root).")]
+RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="Run folder name.")]
 
 # fsspec option names whose values are credentials (s3fs key/secret/token, gcsfs token,
 # adlfs account_key/sas_token, http password...)

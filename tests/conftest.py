@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fixtures_demo import demo_cache, demo_run  # noqa: F401  (session fixtures, shared)
+from fixtures_demo import demo_cache, demo_run, empty_run  # noqa: F401  (shared fixtures)
 from PIL import Image
 
 # Keep Ray's own state inside the test session and quiet.

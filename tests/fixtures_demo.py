@@ -12,6 +12,9 @@ adversarial images kept, LIME cut to 100 samples), made once per session with ``
 the session's local Ray. It is read-only: a test that changes a run copies it first
 (``copy_run``). Sharing it means asking for the same configuration: a module that needs the
 demo under other settings builds its own run.
+
+``empty_run``: writes a failed run with every table empty (no Ray: ``RunStore``), on which the
+report has its summary and accuracy only; a function-scoped factory under the test's tmp_path.
 """
 
 from __future__ import annotations
@@ -75,3 +78,27 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory, demo_cache: str, ray_loca
         mp.setenv("AUDIT_CACHE_DIR", demo_cache)
         run_audit_function()(cfg)
     return str(root / DEMO_RUN_ID)
+
+
+@pytest.fixture
+def empty_run(tmp_path: Path) -> Callable[..., str]:
+    """``empty_run(run_id, **fields)``: the URL of a failed run under ``tmp_path`` with every
+    table empty; ``fields`` are added to its manifest (``error="..."``)."""
+    from audit.store import RunStore
+
+    def write(run_id: str, **fields: Any) -> str:
+        store = RunStore(str(tmp_path), run_id)
+        store.prepare(overwrite=False)
+        store.ensure_tables()
+        store.write_manifest(
+            {
+                "run_id": run_id,
+                "state": "failed",
+                **fields,
+                "model": {"name": "resnet18", "classes": "imagenet", "num_classes": 1000},
+                "tables": {t: {"rows": 0, "files": store.files[t]} for t in store.files},
+            }
+        )
+        return store.url
+
+    return write

@@ -4,6 +4,7 @@ its stated size: hand-made tables written with RunStore, real photos as the imag
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -172,21 +173,10 @@ def test_report_of_50000_images_stays_within_bound(tmp_path: Path) -> None:
     print(f"\n50,000-image run: {size / 1e6:.1f} MB, {report.images} images, {seconds:.0f} s")
 
 
-def test_report_of_an_empty_failed_run(tmp_path: Path) -> None:
-    store = RunStore(str(tmp_path), "failed")
-    store.prepare(overwrite=False)
-    store.ensure_tables()
-    store.write_manifest(
-        {
-            "run_id": "failed",
-            "state": "failed",
-            "error": "RuntimeError: out of memory",
-            "model": {"name": "resnet18", "classes": "imagenet", "num_classes": 1000},
-            "tables": {t: {"rows": 0, "files": store.files[t]} for t in store.files},
-        }
-    )
-    url, report = make_report([store.url])
-    assert url == store.url + "/report/index.html"
+def test_report_of_an_empty_failed_run(empty_run: Callable[..., str]) -> None:
+    run = empty_run("failed", error="RuntimeError: out of memory")
+    url, report = make_report([run])
+    assert url == run + "/report/index.html"
     assert report.sections == ("summary", "accuracy") and report.images == 0
     summary = dom(report.html).one("section", id="summary")
     assert ["error", "RuntimeError: out of memory"] in table_rows(summary.all("table")[0])

@@ -5,8 +5,7 @@ runs are written with RunStore."""
 from __future__ import annotations
 
 import pkgutil
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -24,7 +23,6 @@ from audit.report.sections import (
     registered_sections,
     unregister_section,
 )
-from audit.store import RunStore
 
 DOCUMENTED = (  # docs/report.md, "What it shows", in page order
     "summary",
@@ -40,25 +38,10 @@ DOCUMENTED = (  # docs/report.md, "What it shows", in page order
 HELPERS = {"context", "registry", "tables"}  # the package's modules that are not sections
 
 
-def empty_run(root: Path, run_id: str) -> RunData:
-    """A failed run with every table empty: the report has its summary and accuracy only."""
-    store = RunStore(str(root), run_id)
-    store.prepare(overwrite=False)
-    store.ensure_tables()
-    store.write_manifest(
-        {
-            "run_id": run_id,
-            "state": "failed",
-            "model": {"name": "resnet18", "classes": "imagenet", "num_classes": 1000},
-            "tables": {t: {"rows": 0, "files": store.files[t]} for t in store.files},
-        }
-    )
-    return load_run(store.url)
-
-
 @pytest.fixture
-def run(tmp_path: Path) -> RunData:
-    return empty_run(tmp_path, "empty")
+def run(empty_run: Callable[..., str]) -> RunData:
+    """A failed run with every table empty: the report has its summary and accuracy only."""
+    return load_run(empty_run("empty"))
 
 
 @pytest.fixture

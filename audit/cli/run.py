@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from audit.cli.common import AddressOpt, connect, load, one_line_errors
+from audit.cli_boundary import OutputOpt, RunIdOpt, SetOpt
 
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 
@@ -24,14 +25,9 @@ def run(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML config (default: the demo).")
     ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="Override a field: section.field=value (repeatable)."),
-    ] = None,
-    output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Output root (output.root).")
-    ] = None,
-    run_id: Annotated[str | None, typer.Option("--run-id", help="Run folder name.")] = None,
+    overrides: SetOpt = None,
+    output: OutputOpt = None,
+    run_id: RunIdOpt = None,
     address: Annotated[
         str | None, typer.Option("--address", help="Ray cluster (default: local Ray).")
     ] = None,
@@ -76,14 +72,9 @@ def submit(
         Path | None,
         typer.Option("--config", "-c", help="YAML config inside --working-dir (default: demo)."),
     ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="Override a field: section.field=value (repeatable)."),
-    ] = None,
-    output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Output root (output.root).")
-    ] = None,
-    run_id: Annotated[str | None, typer.Option("--run-id", help="Run folder name.")] = None,
+    overrides: SetOpt = None,
+    output: OutputOpt = None,
+    run_id: RunIdOpt = None,
     working_dir: Annotated[
         Path, typer.Option("--working-dir", help="Folder shipped to the cluster (code + config).")
     ] = Path("."),

@@ -32,7 +32,7 @@ from audit.config.checks import (
     Text,
     check,
 )
-from audit.config.criticism import CriticismConfig, SelectionMethod
+from audit.config.criticism import CriticismConfig
 from audit.config.data import DEFAULT_MAX_PIXELS, DataConfig, Layout
 from audit.config.loading import (
     build_config,
@@ -81,7 +81,6 @@ __all__ = [
     "OutputConfig",
     "PredictConfig",
     "PreprocessConfig",
-    "SelectionMethod",
     "Text",
     "Variant",
     "build_config",

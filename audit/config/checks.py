@@ -17,10 +17,10 @@ import dataclasses
 import math
 import numbers
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from audit.errors import AuditError
 
@@ -97,12 +97,26 @@ class Interval(Rule):
 
 
 class Options(Rule):
-    """One of the values of a ``str`` Enum (the value is converted to its member), or one of a
-    tuple of strings."""
+    """One of the values of a ``str`` Enum (the value is converted to its member), of a tuple of
+    strings, or of the strings a function returns.
 
-    def __init__(self, choices: type[Enum] | tuple[str, ...]) -> None:
-        self.enum = choices if isinstance(choices, type) else None
-        self.values = tuple(m.value for m in choices) if isinstance(choices, type) else choices
+    The function is called each time a value is checked or described, not when the rule is
+    built: the valid names can come from a registry that the module declaring the rule must not
+    import (the selectors import the config), and include whatever registered since.
+    """
+
+    def __init__(self, choices: type[Enum] | tuple[str, ...] | Callable[[], Iterable[str]]) -> None:
+        self.enum = choices if isinstance(choices, type) and issubclass(choices, Enum) else None
+        self._choices = choices
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """The allowed strings, now."""
+        if self.enum is not None:
+            return tuple(m.value for m in self.enum)
+        if isinstance(self._choices, tuple):
+            return self._choices
+        return tuple(cast(Callable[[], Iterable[str]], self._choices)())
 
     def fits(self, value: Any) -> bool:
         return isinstance(value, str)

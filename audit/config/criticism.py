@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar
 
@@ -19,13 +19,14 @@ from audit.config.checks import (
 )
 
 
-class SelectionMethod(str, Enum):
-    """How prototypes and criticisms of a class are chosen."""
+def selection_methods() -> tuple[str, ...]:
+    """The registered selectors' names, sorted: the valid ``methods`` and their default.
 
-    ADVERSARIAL = "adversarial"
-    MMD_CRITIC = "mmd_critic"
-    PROBABILITY = "probability"
-    RANDOM = "random"
+    Imported when called, not with this module: the selectors import the config.
+    """
+    from audit.criticism.selectors import selector_names
+
+    return selector_names()
 
 
 class Solver(str, Enum):
@@ -39,8 +40,9 @@ class CriticismConfig(Checked):
 
     Attributes:
         enabled: Run the stage and write the ``selections`` table.
-        methods: Which selectors run. ``adversarial`` is skipped when the attack is off and
-            ``mmd_critic`` when embeddings are off (the manifest says so).
+        methods: Which selectors run, by their registered names (default: every registered
+            one, sorted; :mod:`audit.criticism.selectors`). ``adversarial`` is skipped when the
+            attack is off and ``mmd_critic`` when embeddings are off (the manifest says so).
         n_prototypes: Prototypes per class and method.
         n_criticisms: Criticisms per class and method.
         proto_threshold: Probability baseline: prototypes have p(label) above this.
@@ -55,7 +57,7 @@ class CriticismConfig(Checked):
     """
 
     enabled: bool = True
-    methods: tuple[SelectionMethod, ...] = tuple(SelectionMethod)
+    methods: tuple[str, ...] = field(default_factory=selection_methods)
     n_prototypes: int = 3
     n_criticisms: int = 3
     proto_threshold: float = 0.9
@@ -69,7 +71,7 @@ class CriticismConfig(Checked):
     SECTION: ClassVar[str | None] = "criticism"
     RULES: ClassVar[Mapping[str, FieldRules]] = {
         "enabled": BOOL,
-        "methods": Items(Options(SelectionMethod)),
+        "methods": Items(Options(selection_methods)),
         "n_prototypes": NON_NEGATIVE,
         "n_criticisms": NON_NEGATIVE,
         "proto_threshold": Interval(float, 0, 1),

@@ -114,7 +114,7 @@ def select_class(
         tables: Table name -> files (relative to the run folder), from the manifest.
         cls: Class index.
         cfg: The criticism section; each selector takes its parameters from it.
-        methods: Registered selector names (:class:`~audit.config.SelectionMethod` values), all
+        methods: Registered selector names (``criticism.methods``), all
             runnable on this run's tables (see :func:`~audit.criticism.selectors.runnable_methods`).
 
     Returns:

@@ -10,7 +10,8 @@ Weights (``model.weights``):
 * ``default``: the tag's Hugging Face Hub file (its ``hf_hub_filename``, else
   ``model.safetensors`` then ``pytorch_model.bin``, the order timm downloads them in) from the
   local Hugging Face cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``, read when the model is
-  loaded); downloaded into that cache only with ``model.allow_download``.
+  loaded); downloaded into that cache only with ``model.allow_download``
+  (:mod:`audit.models.timm_hub`).
 * ``random``: seeded random initialisation (``pretrained=False``).
 * a local path or fsspec URL of a state dict (``.pth``/``.bin``/``.safetensors``).
 
@@ -38,6 +39,14 @@ from torch import nn
 from audit.config import ConfigError, ModelConfig
 from audit.data.classes import ClassIndex, imagenet_classes, read_class_list
 from audit.models.registry import Built, ModelEntry, ModelSource
+from audit.models.timm_hub import (
+    HF_FILENAMES,
+    cached_weights,
+    download,
+    hf_filenames,
+    hf_hub_cache,
+    split_hub_id,
+)
 from audit.models.transform import INTERPOLATIONS, EvalTransform
 from audit.models.weights import (
     Weights,
@@ -56,8 +65,6 @@ PREFIX = "timm/"
 INSTALL_HINT = "pip install 'imagenet-audit[timm]'"
 DEFAULT_CROP_PCT = 0.875
 """What timm's ``transforms_imagenet_eval`` takes for a missing or zero ``crop_pct``."""
-HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
-"""The files of a Hugging Face repo timm loads when the config names none, in its order."""
 
 
 def _timm() -> Any:
@@ -214,99 +221,6 @@ def transform_from_data_config(data_config: Mapping[str, Any], name: str) -> Eva
         raise ConfigError(f"The {where} has a data config that makes no transform: {exc}") from None
 
 
-def hf_hub_cache() -> str:
-    """The Hugging Face hub cache folder as ``huggingface_hub`` resolves it (``HF_HUB_CACHE``,
-    the legacy ``HUGGINGFACE_HUB_CACHE``, ``HF_HOME/hub``, ``XDG_CACHE_HOME/huggingface/hub``,
-    ``~/.cache/huggingface/hub``), read from the environment now rather than at import."""
-    home = os.path.expandvars(
-        os.path.expanduser(
-            os.getenv(
-                "HF_HOME",
-                os.path.join(
-                    os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")),
-                    "huggingface",
-                ),
-            )
-        )
-    )
-    hub = os.getenv("HF_HUB_CACHE", os.getenv("HUGGINGFACE_HUB_CACHE", os.path.join(home, "hub")))
-    return os.path.expandvars(os.path.expanduser(hub))
-
-
-def hf_filenames(cfg: Any) -> tuple[str, ...]:
-    """The files of the pretrained config's Hub repo to look for, in timm's order: its
-    ``hf_hub_filename`` (a ``.bin`` one after its safetensors alternative), else
-    :data:`HF_FILENAMES`."""
-    name = getattr(cfg, "hf_hub_filename", None)
-    if not name:
-        return HF_FILENAMES
-    if name == "pytorch_model.bin":
-        return HF_FILENAMES
-    if name == "open_clip_pytorch_model.bin":
-        return "open_clip_model.safetensors", name
-    if name.endswith(".bin"):
-        return name[: -len(".bin")] + ".safetensors", name
-    return (name,)
-
-
-def _split_hub_id(hub_id: str) -> tuple[str, str | None]:
-    """``org/repo@revision`` -> (``org/repo``, ``revision``), as timm's ``hf_split``."""
-    repo, _, revision = hub_id.partition("@")
-    return repo, revision or None
-
-
-def cached_weights(cfg: Any) -> tuple[str, str, str] | None:
-    """``(repo_id, filename, path)`` of the pretrained config's weights in the local Hugging
-    Face cache (:func:`hf_hub_cache`), the first of :func:`hf_filenames` found; None when none
-    is cached. No network.
-    """
-    from huggingface_hub import try_to_load_from_cache
-
-    repo, revision = _split_hub_id(cfg.hf_hub_id)
-    cache = hf_hub_cache()
-    for filename in hf_filenames(cfg):
-        found = try_to_load_from_cache(
-            repo_id=repo, filename=filename, cache_dir=cache, revision=revision
-        )
-        if isinstance(found, str) and os.path.isfile(found):
-            return repo, filename, found
-    return None
-
-
-def _download(cfg: Any, name: str) -> tuple[str, str, str]:
-    """Fetch the pretrained config's weights into the Hugging Face cache (only with
-    ``model.allow_download``): the first of :func:`hf_filenames` the repo has.
-
-    Raises:
-        RuntimeError: the download failed.
-    """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
-
-    repo, revision = _split_hub_id(cfg.hf_hub_id)
-    cache = hf_hub_cache()
-    names = hf_filenames(cfg)
-    for filename in names:
-        try:
-            path = hf_hub_download(
-                repo_id=repo, filename=filename, revision=revision, cache_dir=cache
-            )
-        except LocalEntryNotFoundError as exc:  # offline (HF_HUB_OFFLINE) or unreachable
-            raise RuntimeError(
-                f"Downloading {filename} of Hugging Face repo {repo!r} for {name!r} failed: "
-                f"{one_line(exc)}"
-            ) from exc
-        except EntryNotFoundError:  # the repo has no such file: try the next name
-            continue
-        except Exception as exc:
-            raise RuntimeError(
-                f"Downloading {filename} of Hugging Face repo {repo!r} for {name!r} failed: "
-                f"{type(exc).__name__}: {one_line(exc)}"
-            ) from exc
-        return repo, filename, str(path)
-    raise RuntimeError(f"Hugging Face repo {repo!r} for {name!r} has none of {', '.join(names)}.")
-
-
 class TimmEntry(ModelEntry):
     """One timm model.
 
@@ -350,7 +264,7 @@ class TimmEntry(ModelEntry):
             return Built(net, classes, weights, _embedding())
         if cfg.weights == "default":
             pcfg = self.pretrained_cfg()
-            repo, filename, path = self._find_default(pcfg, cfg) or _download(pcfg, self.name)
+            repo, filename, path = self._find_default(pcfg, cfg) or download(pcfg, self.name)
             source = f"Hugging Face {repo}/{filename} ({path})"
             try:
                 with open(path, "rb") as f:
@@ -414,7 +328,7 @@ class TimmEntry(ModelEntry):
         self._hub_id(pcfg)
         found = cached_weights(pcfg)
         if found is None and not cfg.allow_download:
-            repo, _ = _split_hub_id(pcfg.hf_hub_id)
+            repo, _ = split_hub_id(pcfg.hf_hub_id)
             raise ConfigError(
                 f"The 'model.weights' field is 'default' but the weights of {self.name!r} "
                 f"({' or '.join(hf_filenames(pcfg))} of Hugging Face repo {repo!r}) are not in "

@@ -1,12 +1,13 @@
 """Prototype and criticism selectors for one class, in scikit-learn's shape (no Ray here).
 
 The four methods of Stock & Cisse (2018, section 3.3), one module each, registered by their
-:class:`~audit.config.SelectionMethod` value: :mod:`.adversarial`, :mod:`.mmd_critic`,
+name (the method name of ``criticism.methods``): :mod:`.adversarial`, :mod:`.mmd_critic`,
 :mod:`.probability`, :mod:`.random_draw`. :mod:`.base` is the protocol (:class:`Selector`),
 :mod:`.registry` looks them up and decides which a run can execute (:func:`runnable_methods`).
 
-Importing this package imports every module of its folder, so a new selector is one new file
-here that decorates its class with :func:`register_selector`.
+The registry imports every module of this folder the first time it is used, so a new selector
+is one new file here that decorates its class with :func:`register_selector`; the run config
+accepts its name and runs it by default.
 
 Example:
     >>> from audit.criticism.frame import ClassFrame
@@ -16,9 +17,6 @@ Example:
     (2, 1)
 """
 
-import importlib
-import pkgutil
-
 from audit.criticism.selectors.base import Selector
 from audit.criticism.selectors.registry import (
     get_selector,
@@ -26,10 +24,8 @@ from audit.criticism.selectors.registry import (
     required_columns,
     runnable_methods,
     selector_names,
+    unregister_selector,
 )
-
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = [
     "Selector",
@@ -38,4 +34,5 @@ __all__ = [
     "required_columns",
     "runnable_methods",
     "selector_names",
+    "unregister_selector",
 ]

@@ -8,7 +8,7 @@ the learned attributes, which end in ``_``:
 - ``prototype_scores_`` / ``criticism_scores_``: what they were ranked by, same length.
 
 Class attributes say what the pipeline needs to know without running it: ``name`` (its
-:class:`~audit.config.SelectionMethod` value and registry key) and ``requires`` (the table
+registry key, the method name of ``criticism.methods``) and ``requires`` (the table
 columns :meth:`fit` reads from the frame). Every selector first sorts the frame by image id, so
 the result never depends on the order rows arrive in; ties are broken by image id.
 """

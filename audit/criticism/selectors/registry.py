@@ -1,8 +1,9 @@
 """Selectors by name, what they need, and which of them a run can execute.
 
-Names are the :class:`~audit.config.SelectionMethod` values. A selector module registers its
-class with :func:`register_selector`; :mod:`audit.criticism.selectors` imports every module of
-its folder, so a new selector is one new file there.
+A selector module registers its class with :func:`register_selector` under its ``name``, which
+is also the method name a run config's ``criticism.methods`` lists (checked against
+:func:`selector_names`). Every module of :mod:`audit.criticism.selectors` is imported the first
+time the registry is used, so a new selector is one new file there.
 
 Example:
     >>> get_selector("probability").requires[0]
@@ -15,52 +16,60 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from enum import Enum
 from typing import TypeVar
 
 from audit.criticism.selectors.base import Selector
+from audit.registry import Registry
 
-_SELECTORS: dict[str, type[Selector]] = {}
+_SELECTORS: Registry[type[Selector]] = Registry(
+    "selector",
+    order=lambda cls: cls.name,
+    builtins="audit.criticism.selectors",
+    duplicate="A selector named {name!r} is registered already ({existing.__name__}).",
+    unknown="Unknown selection method {name!r}. Valid methods: {quoted}.",
+)
 
 T = TypeVar("T", bound=type[Selector])
 
 
 def register_selector(cls: T) -> T:
-    """Class decorator: register ``cls`` under ``cls.name``.
+    """Class decorator: register ``cls`` under ``cls.name`` (again: nothing happens).
 
     Raises:
         ValueError: The name is empty or taken by another class.
     """
-    name = cls.name
-    if not name:
+    if not cls.name:
         raise ValueError(f"The selector {cls.__name__} must set a non-empty 'name'.")
-    if name in _SELECTORS and _SELECTORS[name] is not cls:
-        raise ValueError(
-            f"A selector named {name!r} is registered already ({_SELECTORS[name].__name__})."
-        )
-    _SELECTORS[name] = cls
+    if cls.name in _SELECTORS and _SELECTORS.get(cls.name) is cls:
+        return cls
+    _SELECTORS.register(cls)
     return cls
 
 
-def selector_names() -> tuple[str, ...]:
-    """The registered names, sorted."""
-    return tuple(sorted(_SELECTORS))
-
-
-def get_selector(name: str | Enum) -> type[Selector]:
-    """The selector class registered as ``name`` (a name or a ``SelectionMethod``).
+def unregister_selector(name: str) -> type[Selector]:
+    """Remove selector ``name`` (for tests and plugins); returns its class.
 
     Raises:
         ValueError: No selector has that name; the message lists the valid ones.
     """
-    key = _name(name)
-    if key not in _SELECTORS:
-        valid = ", ".join(repr(n) for n in selector_names())
-        raise ValueError(f"Unknown selection method {key!r}. Valid methods: {valid}.")
-    return _SELECTORS[key]
+    return _SELECTORS.unregister(name)
 
 
-def required_columns(methods: Iterable[str | Enum]) -> dict[str, list[str]]:
+def selector_names() -> tuple[str, ...]:
+    """The registered names, sorted: the valid ``criticism.methods`` and their default."""
+    return _SELECTORS.names()
+
+
+def get_selector(name: str) -> type[Selector]:
+    """The selector class registered as ``name``.
+
+    Raises:
+        ValueError: No selector has that name; the message lists the valid ones.
+    """
+    return _SELECTORS.get(name)
+
+
+def required_columns(methods: Iterable[str]) -> dict[str, list[str]]:
     """Table -> the columns that ``methods`` need from it, in the order they declare them."""
     out: dict[str, list[str]] = {}
     for method in methods:
@@ -72,14 +81,14 @@ def required_columns(methods: Iterable[str | Enum]) -> dict[str, list[str]]:
 
 
 def runnable_methods(
-    methods: Iterable[str | Enum],
+    methods: Iterable[str],
     available: Mapping[str, Collection[str]],
     reasons: Mapping[str, str] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Split ``methods`` into those whose required columns this run has, and the rest.
 
     Args:
-        methods: Selector names (or ``SelectionMethod`` members), in run order.
+        methods: Selector names, in run order.
         available: Table -> the columns the run wrote; a table not listed was not written.
         reasons: Why a table (``"adversarial"``) or a column (``"predictions.embedding"``) is
             missing, for the manifest; the column's reason wins over its table's.
@@ -96,7 +105,7 @@ def runnable_methods(
     run: list[str] = []
     skipped: dict[str, str] = {}
     for method in methods:
-        name = _name(method)
+        name = str(method)
         missing = [
             col
             for col in get_selector(name).requires
@@ -110,7 +119,3 @@ def runnable_methods(
             (r for r in told if r is not None), f"needs {missing[0]}, which this run did not write"
         )
     return run, skipped
-
-
-def _name(method: str | Enum) -> str:
-    return str(method.value) if isinstance(method, Enum) else str(method)

@@ -24,6 +24,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from audit.registry import Registry
+
 ReadText = Callable[[str], str]
 """Opens a file path or fsspec URL and returns its text (the CLI's reader, with its storage
 options); a source uses it for files beyond its own, such as MadryLab's index list."""
@@ -39,7 +41,6 @@ Scorer = Callable[[pa.Table, Any, Mapping[str, Any]], pa.Table]
 ``label`` and ``top5_classes``."""
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
-_SOURCES: dict[str, JudgmentSource] = {}
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,16 @@ class JudgmentSource:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
+# the built-in sources are imported by the package (audit/human/judgments/__init__.py)
+_SOURCES: Registry[JudgmentSource] = Registry(
+    "judgment source",
+    order=lambda s: s.order,
+    unique=("flag", "order"),
+    duplicate="Judgment source {name!r} has name {name!r}, already taken by {name!r}.",
+    unknown="Unknown judgment source {name!r}; registered sources: {names}.",
+)
+
+
 def register_source(source: JudgmentSource) -> JudgmentSource:
     """Add ``source`` to the registry; returns it.
 
@@ -79,15 +90,7 @@ def register_source(source: JudgmentSource) -> JudgmentSource:
             "The 'name' parameter of JudgmentSource must match "
             f"{_NAME.pattern!r}. Got {source.name!r} instead."
         )
-    for other in _SOURCES.values():
-        for attr in ("name", "flag", "order"):
-            if getattr(other, attr) == getattr(source, attr):
-                raise ValueError(
-                    f"Judgment source {source.name!r} has {attr} {getattr(source, attr)!r}, "
-                    f"already taken by {other.name!r}."
-                )
-    _SOURCES[source.name] = source
-    return source
+    return _SOURCES.register(source)
 
 
 def unregister_source(name: str) -> JudgmentSource:
@@ -96,9 +99,7 @@ def unregister_source(name: str) -> JudgmentSource:
     Raises:
         ValueError: No such source.
     """
-    source = get_source(name)
-    del _SOURCES[name]
-    return source
+    return _SOURCES.unregister(name)
 
 
 def get_source(name: str) -> JudgmentSource:
@@ -107,15 +108,12 @@ def get_source(name: str) -> JudgmentSource:
     Raises:
         ValueError: No such source; the message lists the registered names.
     """
-    if name not in _SOURCES:
-        names = ", ".join(s.name for s in registered_sources())
-        raise ValueError(f"Unknown judgment source {name!r}; registered sources: {names}.")
-    return _SOURCES[name]
+    return _SOURCES.get(name)
 
 
 def registered_sources() -> tuple[JudgmentSource, ...]:
     """Every registered source, in ``order``."""
-    return tuple(sorted(_SOURCES.values(), key=lambda s: s.order))
+    return _SOURCES.values()
 
 
 def public_tables(
@@ -147,7 +145,7 @@ def public_tables(
     params = dict(params or {})
     for name in files:
         get_source(name)
-    declared = {k for s in _SOURCES.values() for k in s.params}
+    declared = {k for s in registered_sources() for k in s.params}
     unknown = sorted(set(params) - declared)
     if unknown:
         raise ValueError(f"Unknown judgment parameter(s) {unknown}; declared: {sorted(declared)}.")

@@ -14,13 +14,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from audit.registry import Registry
 from audit.report.sections.context import SectionContext
 
 Render = Callable[[SectionContext], Sequence[str] | None]
 """Returns the section's body (HTML fragments), or None when it has nothing to show."""
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]*")
-_SECTIONS: dict[str, Section] = {}
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,16 @@ class Section:
     after_others: bool = False
 
 
+# the built-in sections are imported by the package (audit/report/sections/__init__.py)
+_SECTIONS: Registry[Section] = Registry(
+    "report section",
+    order=lambda s: s.order,
+    unique=("order",),
+    duplicate="A report section named {name!r} is already registered.",
+    unknown="Unknown report section {name!r}; registered sections: {names}.",
+)
+
+
 def register_section(
     name: str, *, title: str, order: int, why: str = "nothing to show", after_others: bool = False
 ) -> Callable[[Render], Render]:
@@ -69,19 +79,18 @@ def register_section(
             "The 'name' parameter of register_section must match "
             f"{_NAME.pattern!r}. Got {name!r} instead."
         )
-    if name in _SECTIONS:
-        raise ValueError(f"A report section named {name!r} is already registered.")
-    for other in _SECTIONS.values():
-        if other.order == order:
-            raise ValueError(
-                f"Report section {name!r} has order {order}, already taken by {other.name!r}."
-            )
+    # refused at the call, before the decorated function is defined
+    _SECTIONS.check(Section(name, title, order, _nothing, why, after_others))
 
     def decorate(render: Render) -> Render:
-        _SECTIONS[name] = Section(name, title, order, render, why, after_others)
+        _SECTIONS.register(Section(name, title, order, render, why, after_others))
         return render
 
     return decorate
+
+
+def _nothing(ctx: SectionContext) -> None:
+    return None
 
 
 def unregister_section(name: str) -> Section:
@@ -90,9 +99,7 @@ def unregister_section(name: str) -> Section:
     Raises:
         ValueError: no such section.
     """
-    section = get_section(name)
-    del _SECTIONS[name]
-    return section
+    return _SECTIONS.unregister(name)
 
 
 def get_section(name: str) -> Section:
@@ -101,12 +108,9 @@ def get_section(name: str) -> Section:
     Raises:
         ValueError: no such section; the message lists the registered names.
     """
-    if name not in _SECTIONS:
-        names = ", ".join(s.name for s in registered_sections())
-        raise ValueError(f"Unknown report section {name!r}; registered sections: {names}.")
-    return _SECTIONS[name]
+    return _SECTIONS.get(name)
 
 
 def registered_sections() -> tuple[Section, ...]:
     """Every registered section, in page order."""
-    return tuple(sorted(_SECTIONS.values(), key=lambda s: s.order))
+    return _SECTIONS.values()
