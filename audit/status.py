@@ -13,10 +13,14 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit.errors import AuditError
 from audit.store import MANIFEST
+
+if TYPE_CHECKING:
+    from audit.run.manifest_types import Manifest
+    from audit.run.reader import RunReader
 
 
 class StatusError(AuditError):
@@ -37,7 +41,8 @@ class RunStatus:
         address: The Jobs API asked, None when no cluster was asked.
         job: The job's fields (:func:`audit.jobs.presentation.job_info`), None when there is no job.
         progress: The manifest's progress (:func:`audit.jobs.presentation.run_summary`).
-        manifest: The manifest as read, None when there is none yet.
+        manifest: The manifest as JSON gave it (``status --json`` prints it as it is), None
+            when there is none yet; :class:`audit.run.reader.RunReader` gives it typed.
     """
 
     run_id: str | None
@@ -103,20 +108,21 @@ def find_run(run: str | None, output: str, storage_options: Mapping[str, Any]) -
     return str(fs.unstrip_protocol(newest.rsplit("/", 1)[0]))
 
 
-def _read_manifest(url: str, storage_options: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The run's manifest, None when there is none yet.
+def _read_manifest(url: str, storage_options: Mapping[str, Any]) -> RunReader | None:
+    """A reader of the run, its manifest read; None when there is no manifest yet.
 
     Raises:
-        StatusError: it exists but cannot be read.
+        ManifestError: it is not JSON, or of a newer format version (an :class:`AuditError`).
+        OSError: the storage refused the read (``audit-cli`` reports it in one line).
     """
-    from audit.store import read_manifest
+    from audit.run.reader import RunReader
 
+    reader = RunReader(url, storage_options)
     try:
-        return read_manifest(url, storage_options)
+        reader.manifest  # noqa: B018  (read it here: a missing one is no error)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        raise StatusError(f"cannot read the manifest of {url!r}: {exc}") from None
+    return reader
 
 
 def run_status(
@@ -138,7 +144,9 @@ def run_status(
         storage_options: fsspec options for reading the run.
 
     Raises:
-        StatusError: with a one-line reason: no such run or job, or an unreadable manifest.
+        StatusError: with a one-line reason: no such run or job.
+        ManifestError: a manifest that is not JSON or of a newer format (one line).
+        OSError: the storage refused to read the manifest (``audit-cli`` prints one line).
     """
     from audit.jobs.presentation import job_info, run_summary
     from audit.jobs.state import manifest_predates, merged_state
@@ -146,22 +154,24 @@ def run_status(
     so = dict(storage_options or {})
     folder = find_run(run, output, so)
     if folder is not None:
-        manifest = _read_manifest(folder, so)
+        reader = _read_manifest(folder, so)
+        manifest = reader.manifest if reader else None
         job, client, api = _job_writing(manifest, folder, address)
     else:
         from audit.jobs.packaging import META_RUN_URL
 
         job, client, api = _job_named(run, output, address)
         folder = (job.metadata or {}).get(META_RUN_URL)
-        manifest = _read_manifest(folder, so) if folder else None
+        reader = _read_manifest(folder, so) if folder else None
+        manifest = reader.manifest if reader else None
     job_status = str(job.status) if job is not None else None
     earlier = manifest is not None and manifest_predates(manifest, job)
     current = None if earlier or manifest is None else manifest
-    state, stale = merged_state(job_status, current.get("state") if current else None)
-    error = current.get("error") if current else None
+    state, stale = merged_state(job_status, current.state if current else None)
+    error = current.error if current else None
     if job is not None and job_status == "FAILED" and not error:
         error = _failed_job_error(client, job)
-    run_id = (manifest or {}).get("run_id") or (
+    run_id = (manifest.run_id if manifest else None) or (
         (job.metadata or {}).get("audit_run_id") if job else run
     )
     return RunStatus(
@@ -174,12 +184,12 @@ def run_status(
         address=api,
         job=job_info(job) if job is not None else None,
         progress=run_summary(manifest) if manifest else None,
-        manifest=manifest,
+        manifest=reader.raw_manifest if reader else None,
     )
 
 
 def _job_writing(
-    manifest: dict[str, Any] | None, folder: str, address: str | None
+    manifest: Manifest | None, folder: str, address: str | None
 ) -> tuple[Any, Any, str | None]:
     """``(job, client, api)`` of the job (re)running the unfinished run in ``folder``, if one
     does; quietly none when no cluster answers."""
@@ -187,11 +197,11 @@ def _job_writing(
     from audit.jobs.errors import JobsError
     from audit.jobs.state import job_of_run
 
-    if manifest is None or manifest.get("state") == "succeeded":
+    if manifest is None or manifest.state == "succeeded":
         return None, None, None
     try:
         client, api = connect(address)
-        return job_of_run(find_job(client, str(manifest.get("run_id"))), folder), client, api
+        return job_of_run(find_job(client, str(manifest.run_id)), folder), client, api
     except JobsError:
         return None, None, None
 

@@ -3,31 +3,34 @@ the job entry point) and the metric lines ``audit-cli status`` shows."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 
-def format_summary(result_manifest: dict, url: str) -> str:
-    """The few lines printed at the end of a run: where, how many, and the error rates."""
-    tables = result_manifest.get("tables", {})
-    pred = result_manifest.get("stages", {}).get("predict", {})
+from audit.run.manifest_types import Manifest, StageInfo
+
+
+def format_summary(result_manifest: Manifest | Mapping[str, Any], url: str) -> str:
+    """The few lines printed at the end of a run: where, how many, and the error rates.
+
+    ``result_manifest`` is the run's manifest, typed or as JSON (``RunResult.manifest``)."""
+    m = Manifest.of(result_manifest)
+    model = m.model
+    pred = m.stages.get("predict", StageInfo())
     lines = [
-        f"run {result_manifest['run_id']}: {result_manifest['state']} -> {url}",
-        f"  model {result_manifest['model']['name']} ({result_manifest['model']['weights']})"
-        + (
-            f", {result_manifest['model']['transform_text']}"
-            if result_manifest["model"].get("transform_text")
-            else ""
-        ),
-        f"  inputs {result_manifest['data']['inputs']}: predictions "
-        f"{tables.get('predictions', {}).get('rows', 0)}, errors {tables.get('errors', {}).get('rows', 0)}",
-        f"  predict: {pred.get('seconds', 0):.1f} s, {pred.get('images_per_second') or 0:.1f} images/s",
-        f"  tables: adversarial {tables.get('adversarial', {}).get('rows', 0)} rows, "
-        f"explanations {tables.get('explanations', {}).get('rows', 0)} rows, "
-        f"selections {tables.get('selections', {}).get('rows', 0)} rows",
+        f"run {m.run_id}: {m.state} -> {url}",
+        f"  model {model.name} ({model.weights})"
+        + (f", {model.transform_text}" if model.transform_text else ""),
+        f"  inputs {m.inputs}: predictions {m.rows('predictions')}, errors {m.rows('errors')}",
+        f"  predict: {pred.seconds or 0:.1f} s, {pred.images_per_second or 0:.1f} images/s",
+        f"  tables: adversarial {m.rows('adversarial')} rows, "
+        f"explanations {m.rows('explanations')} rows, "
+        f"selections {m.rows('selections')} rows",
     ]
-    lines += format_metrics(result_manifest.get("metrics", {}))
+    lines += format_metrics(m.metrics or {})
     return "\n".join(lines)
 
 
-def format_metrics(metrics: dict[str, float]) -> list[str]:
+def format_metrics(metrics: Mapping[str, float]) -> list[str]:
     """Overall metrics as lines: error rates and accuracies in %, the step histogram on one line."""
     lines, hist = [], []
     for name, value in metrics.items():

@@ -66,15 +66,15 @@ def _read_text(url: str, storage_options: dict[str, Any]) -> str:
 
 
 def _run_predictions(run: str, storage_options: dict[str, Any]) -> pa.Table:
-    try:
-        return read_columns(
-            run,
-            "predictions",
-            ["image_id", "label", "top5_classes", "correct_top1", "correct_top5"],
-            storage_options,
-        )
-    except FileNotFoundError:
-        raise fail(f"{run}: no manifest.json, not a run folder") from None
+    """The predictions columns the analyses need. A folder without a manifest raises
+    ``NoRunError`` ("<run>: no manifest.json, not a run folder"), which
+    :func:`one_line_errors` prints as one line."""
+    return read_columns(
+        run,
+        "predictions",
+        ["image_id", "label", "top5_classes", "correct_top1", "correct_top5"],
+        storage_options,
+    )
 
 
 @app.command()
@@ -120,30 +120,25 @@ def export(
 ) -> None:
     """Render the images raters see and write an uploadable batch (MTurk CSV + HTML, JSON/CSV)."""
     options = parse_storage(storage_options)
-    try:
-        cfg = ExportConfig(
-            study=study,
-            batch=batch,
-            raters_per_item=raters,
-            question=question,
-            seed=seed,
-            max_items=max_items,
-            subset=subset,
-            shown=shown,
-            explanation_features=features,
-            conditions=tuple(conditions) if conditions else tuple(ASSIGNMENT_CONDITIONS),
-            questions_per_condition=questions,
-            classes_per_question=classes_per_question,
-            show_class_names=class_names,
-            image_base_url=image_base_url,
-        )
-        from audit.human.export import export_study  # imports torch: only when exporting
+    cfg = ExportConfig(
+        study=study,
+        batch=batch,
+        raters_per_item=raters,
+        question=question,
+        seed=seed,
+        max_items=max_items,
+        subset=subset,
+        shown=shown,
+        explanation_features=features,
+        conditions=tuple(conditions) if conditions else tuple(ASSIGNMENT_CONDITIONS),
+        questions_per_condition=questions,
+        classes_per_question=classes_per_question,
+        show_class_names=class_names,
+        image_base_url=image_base_url,
+    )
+    from audit.human.export import export_study  # imports torch: only when exporting
 
-        batches = export_study(
-            run, cfg, output=output, overwrite=overwrite, storage_options=options
-        )
-    except FileNotFoundError as exc:
-        raise fail(f"{run}: not a run folder ({exc})") from None
+    batches = export_study(run, cfg, output=output, overwrite=overwrite, storage_options=options)
     for b in batches:
         typer.echo(f"batch {b.name}: {b.items} items, {b.images_written} new images -> {b.url}")
     if study is Study.ADVERSARIAL:

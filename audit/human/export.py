@@ -29,11 +29,11 @@ from typing import Any
 import pyarrow as pa
 
 from audit.config import DEFAULT_MAX_PIXELS
-from audit.data.classes import ClassIndex, imagenet_classes
+from audit.data.classes import ClassIndex
 from audit.human.config import ExportConfig, Study
 from audit.human.mturk import write_input_csv
 from audit.human.render import Renderer, image_name
-from audit.human.storage import ANSWERS, BATCHES, IMAGES, HumanStore, human_root, read_columns
+from audit.human.storage import ANSWERS, BATCHES, IMAGES, HumanStore, human_root
 from audit.human.studies import (
     Item,
     StudyError,
@@ -43,8 +43,8 @@ from audit.human.studies import (
     images_per_row,
     misclassified_items,
 )
-from audit.models.transform import EvalTransform
-from audit.store import read_classes, read_manifest, utc_now
+from audit.run.reader import RunReader, shipped_class_index
+from audit.store import utc_now
 
 ADVERSARIAL_COLUMNS = [
     "image_id", "label", "steps_to_flip", "adv_class", "stored_flips", "image_png"
@@ -76,31 +76,23 @@ def class_index(name: str) -> ClassIndex:
     Raises:
         StudyError: An unknown class list.
     """
-    if name == "imagenet":
-        return imagenet_classes()
-    if name == "digits":
-        from audit.data.demo import DIGIT_CLASSES
-
-        return DIGIT_CLASSES
-    raise StudyError(f"unknown class list {name!r} in the run's manifest")
+    found = shipped_class_index(name)
+    if found is None:
+        raise StudyError(f"unknown class list {name!r} in the run's manifest")
+    return found
 
 
-def run_class_index(
-    run: str, manifest: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None
-) -> ClassIndex:
-    """The run's class list: its ``classes`` table, or for an older run the shipped list its
-    manifest names.
+def run_class_index(reader: RunReader) -> ClassIndex:
+    """The run's class list (:meth:`RunReader.classes`: its ``classes`` table, or for an
+    older run the shipped list its manifest names).
 
     Raises:
         StudyError: An older run with an unknown class list.
     """
-    found = read_classes(run, storage_options)
+    found = reader.classes()
     if found is not None:
-        ids, names = found
-        return ClassIndex(
-            str(manifest.get("model", {}).get("classes", "classes")), tuple(ids), tuple(names)
-        )
-    return class_index(str(manifest["model"]["classes"]))
+        return found
+    return class_index(str(reader.manifest.model.classes))
 
 
 def template(name: str) -> str:
@@ -264,22 +256,20 @@ def export_study(
         StudyError: The run cannot give the study's items, an image cannot be rendered, or a
             batch exists and ``overwrite`` is false.
     """
-    manifest = read_manifest(run, storage_options)
+    reader = RunReader(run, storage_options)
+    manifest = reader.manifest
     store = HumanStore(human_root(run, output), storage_options)
-    predictions = read_columns(
-        run,
+    predictions = reader.table(
         "predictions",
         ["image_id", "uri", "label", "top5_classes", "correct_top1", "correct_top5"],
-        storage_options,
     )
-    batches, renderer_kw = _study_batches(run, manifest, predictions, cfg, storage_options)
+    batches, renderer_kw = _study_batches(reader, predictions, cfg)
     for name, _, _, _ in batches:
         if store.exists(f"{BATCHES}/{name}") and not overwrite:
             raise StudyError(
                 f"batch {store.url(f'{BATCHES}/{name}')} exists: choose another batch name or "
                 "pass overwrite"
             )
-    data_cfg = manifest.get("config", {}).get("data", {})
     renderer = Renderer(
         dict(
             zip(
@@ -290,14 +280,14 @@ def export_study(
         ),
         explanation_features=cfg.explanation_features,
         storage_options=storage_options,
-        max_pixels=int(data_cfg.get("max_pixels") or DEFAULT_MAX_PIXELS),
-        draft=bool(data_cfg.get("jpeg_draft")),
-        transform=EvalTransform.from_dict(manifest.get("model", {}).get("transform")),
+        max_pixels=int(manifest.config_value("data", "max_pixels") or DEFAULT_MAX_PIXELS),
+        draft=bool(manifest.config_value("data", "jpeg_draft")),
+        transform=manifest.model.eval_transform(),
         **renderer_kw,
     )
     urls, written = _render_images(store, renderer, batches, cfg)
     out = []
-    run_id = str(manifest["run_id"])
+    run_id = str(manifest.run_id)
     for name, items, condition, kind in batches:
         if overwrite:  # the old batch's answers refer to its items, not to the new ones
             store.remove(f"{BATCHES}/{name}")
@@ -314,23 +304,19 @@ def export_study(
 
 
 def _study_batches(
-    run: str,
-    manifest: Mapping[str, Any],
-    predictions: pa.Table,
-    cfg: ExportConfig,
-    storage_options: Mapping[str, Any] | None,
+    reader: RunReader, predictions: pa.Table, cfg: ExportConfig
 ) -> tuple[list[_Batch], dict[str, Any]]:
     """The study's batches, and what the renderer needs beyond the inputs (adversarial images
     and explanations for the adversarial study)."""
-    classes = run_class_index(run, manifest, storage_options)
+    classes = run_class_index(reader)
     renderer_kw: dict[str, Any] = {}
     batches: list[_Batch] = []
     if cfg.study is Study.MISCLASSIFIED:
         batches.append((cfg.name, misclassified_items(predictions, classes, cfg), None, "yes_no"))
     elif cfg.study is Study.ADVERSARIAL:
         candidates = adversarial_candidates(
-            read_columns(run, "adversarial", ADVERSARIAL_COLUMNS, storage_options),
-            read_columns(run, "explanations", EXPLANATION_COLUMNS, storage_options),
+            reader.table("adversarial", ADVERSARIAL_COLUMNS),
+            reader.table("explanations", EXPLANATION_COLUMNS),
         )
         renderer_kw["adversarial"] = {c["image_id"]: c for c in candidates}
         renderer_kw["explanations"] = {c["image_id"]: c["explanation"] for c in candidates}
@@ -339,7 +325,7 @@ def _study_batches(
             batches.append((f"{cfg.name}-{cond}", items, cond, "yes_no"))
     else:
         items = assignment_items(
-            read_columns(run, "selections", SELECTION_COLUMNS, storage_options),
+            reader.table("selections", SELECTION_COLUMNS),
             predictions,
             classes,
             cfg,

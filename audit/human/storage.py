@@ -34,15 +34,15 @@ def read_columns(
     storage_options: Mapping[str, Any] | None = None,
 ) -> pa.Table:
     """Only ``columns`` of one of a run's tables (as its manifest lists the files), so that a
-    50,000-row predictions table is read without its embeddings."""
-    from audit.store import SCHEMAS, read_manifest, table_dataset
+    50,000-row predictions table is read without its embeddings
+    (:meth:`audit.run.reader.RunReader.table`).
 
-    schema = pa.schema([SCHEMAS[table].field(c) for c in columns])
-    files = read_manifest(run, storage_options)["tables"][table]["files"]
-    if not files:
-        return schema.empty_table()
-    data = table_dataset(run, files, storage_options).to_table(columns=list(columns))
-    return data.cast(schema)
+    Raises:
+        audit.run.manifest_types.NoRunError: ``run`` has no manifest (a ``FileNotFoundError``).
+    """
+    from audit.run.reader import RunReader
+
+    return RunReader(run, storage_options).table(table, columns=columns)
 
 
 def human_root(run: str, output: str | None = None) -> str:

@@ -11,6 +11,8 @@ from audit.jobs.packaging import META_CONFIG, META_RUN_ID, META_RUN_URL
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails
 
+    from audit.run.manifest_types import Manifest
+
 
 def job_info(job: JobDetails) -> dict[str, Any]:
     """The JSON-ready fields of a job that ``status``/``list`` show (no runtime env: it can
@@ -30,34 +32,37 @@ def job_info(job: JobDetails) -> dict[str, Any]:
     }
 
 
-def stage_progress(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per-stage progress from a manifest, with rates and time left filled in when the
-    manifest does not carry them (older manifests)."""
+def stage_progress(manifest: Manifest | Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-stage progress from a manifest (typed, or as JSON gives it), with rates and time
+    left filled in when the manifest does not carry them (older manifests)."""
+    from audit.run.manifest_types import Manifest
+
     out: dict[str, dict[str, Any]] = {}
-    for name, st in (manifest.get("stages") or {}).items():
-        st = dict(st)
-        done, total = st.get("done"), st.get("total")
-        ips = st.get("images_per_second")
-        running = st.get("eta_seconds") is None and st.get("state") == "running"
-        if running and isinstance(done, int) and isinstance(total, int) and ips:
-            st["eta_seconds"] = round(max(total - done, 0) / float(ips), 1)
+    for name, stage in Manifest.of(manifest).stages.items():
+        st = stage.to_json()
+        done, total, ips = stage.done, stage.total, stage.images_per_second
+        running = st.get("eta_seconds") is None and stage.state == "running"
+        if running and done is not None and total is not None and ips:
+            st["eta_seconds"] = round(max(total - done, 0) / ips, 1)
         out[name] = st
     return out
 
 
-def run_summary(manifest: Mapping[str, Any]) -> dict[str, Any]:
+def run_summary(manifest: Manifest | Mapping[str, Any]) -> dict[str, Any]:
     """What ``status --json`` shows of a manifest: state, progress, rows, errors, metrics."""
-    tables = manifest.get("tables") or {}
+    from audit.run.manifest_types import Manifest
+
+    m = Manifest.of(manifest)
     return {
-        "run_id": manifest.get("run_id"),
-        "state": manifest.get("state"),
-        "updated": manifest.get("updated"),
-        "error": manifest.get("error"),
-        "inputs": (manifest.get("data") or {}).get("inputs"),
-        "stages": stage_progress(manifest),
-        "rows": {name: t.get("rows", 0) for name, t in tables.items()},
-        "errors": (tables.get("errors") or {}).get("rows"),
-        "metrics": manifest.get("metrics") or {},
+        "run_id": m.run_id,
+        "state": m.state,
+        "updated": m.updated,
+        "error": m.error,
+        "inputs": m.inputs,
+        "stages": stage_progress(m),
+        "rows": {name: t.rows for name, t in m.tables.items()},
+        "errors": m.tables["errors"].rows if "errors" in m.tables else None,
+        "metrics": dict(m.metrics or {}),
     }
 
 

@@ -18,6 +18,8 @@ from audit.jobs.packaging import META_RUN_URL
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails
 
+    from audit.run.manifest_types import Manifest
+
 
 def error_line(logs: str) -> str | None:
     """The last ``error: ...`` line of a job's logs, else the last line of a traceback."""
@@ -53,12 +55,14 @@ def job_of_run(job: JobDetails | None, folder: str) -> JobDetails | None:
     return job if url and same_run_url(str(url), folder) else None
 
 
-def manifest_predates(manifest: Mapping[str, Any], job: JobDetails | None) -> bool:
-    """Whether the manifest was last written before ``job`` started, i.e. by an earlier
-    attempt of the run: a rerun's driver writes its own only after loading the model and
-    listing the inputs. (``updated`` has whole seconds, truncated, so a manifest of this job
-    is never judged older.)"""
-    updated, start = manifest.get("updated"), getattr(job, "start_time", None)
+def manifest_predates(manifest: Manifest | Mapping[str, Any], job: JobDetails | None) -> bool:
+    """Whether the manifest (typed, or as JSON gives it) was last written before ``job``
+    started, i.e. by an earlier attempt of the run: a rerun's driver writes its own only after
+    loading the model and listing the inputs. (``updated`` has whole seconds, truncated, so a
+    manifest of this job is never judged older.)"""
+    from audit.run.manifest_types import Manifest
+
+    updated, start = Manifest.of(manifest).updated, getattr(job, "start_time", None)
     if not updated or not start:
         return False
     try:

@@ -7,7 +7,7 @@ Nothing is recomputed here: LIME, the attack and the selections are read as the 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +17,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from audit.config import ConfigError
-from audit.data.classes import ClassIndex
 from audit.models.transform import EvalTransform
-from audit.store import MANIFEST, SCHEMAS, read_manifest, table_dataset
+from audit.run.manifest_types import Manifest, ManifestError
+from audit.run.reader import MANIFEST, RunReader, TableError
+from audit.store import SCHEMAS
 
 HUMAN_TABLES = "human/tables"
 HUMAN_FIGURES = "human/figures"
@@ -63,7 +64,7 @@ class RunData:
 
     Attributes:
         url: The run folder as given.
-        manifest: ``manifest.json``.
+        manifest: ``manifest.json``, typed.
         classes: Names of the model's classes.
         tables: ``predictions`` (no embedding), ``errors``, ``adversarial`` (no pixels),
             ``explanations``, ``selections``, ``metrics``.
@@ -73,7 +74,7 @@ class RunData:
     """
 
     url: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     classes: ClassNames
     tables: dict[str, pa.Table]
     human: dict[str, pa.Table] = field(default_factory=dict)
@@ -82,11 +83,11 @@ class RunData:
 
     @property
     def run_id(self) -> str:
-        return str(self.manifest.get("run_id", posixpath.basename(self.url.rstrip("/"))))
+        return self.manifest.run_id or posixpath.basename(self.url.rstrip("/"))
 
     @property
     def model(self) -> str:
-        return str(self.manifest.get("model", {}).get("name", "?"))
+        return self.manifest.model.name
 
     @property
     def title(self) -> str:
@@ -95,60 +96,41 @@ class RunData:
 
     @property
     def max_steps(self) -> int | None:
-        value = self.manifest.get("config", {}).get("attack", {}).get("max_steps")
+        value = self.manifest.config_value("attack", "max_steps")
         return int(value) if isinstance(value, int) else None
 
     @property
     def keep_images(self) -> bool:
-        return bool(self.manifest.get("config", {}).get("attack", {}).get("keep_images"))
+        return bool(self.manifest.config_value("attack", "keep_images"))
 
     @property
     def max_pixels(self) -> int:
-        value = self.manifest.get("config", {}).get("data", {}).get("max_pixels")
+        value = self.manifest.config_value("data", "max_pixels")
         return int(value) if isinstance(value, int) else 89_478_485
 
     @property
     def transform(self) -> EvalTransform:
         """The evaluation transform the run's model used (resize 256 / crop 224 for a run
         written before transforms were recorded)."""
-        return EvalTransform.from_dict(self.manifest.get("model", {}).get("transform"))
+        return self.manifest.model.eval_transform()
 
     @property
     def jpeg_draft(self) -> bool:
         """Whether the run decoded large JPEGs in draft mode (``data.jpeg_draft``)."""
-        return bool(self.manifest.get("config", {}).get("data", {}).get("jpeg_draft"))
+        return bool(self.manifest.config_value("data", "jpeg_draft"))
 
 
-def class_names(
-    manifest: Mapping[str, Any],
-    selections: pa.Table | None = None,
-    classes: pa.Table | None = None,
-) -> ClassNames:
-    """The class list a run's model used: its ``classes`` table, or for a run written before
-    that table existed the list ``manifest['model']['classes']`` names.
+def class_names(reader: RunReader, selections: pa.Table | None = None) -> ClassNames:
+    """The class list a run's model used (:meth:`RunReader.classes`: its ``classes`` table,
+    or for a run written before that table existed the shipped list its manifest names).
 
-    The shipped lists (``imagenet``, ``digits``) give names; for another list the ids come from
-    the selections table where it has them, and the index stands in for the rest.
+    For another list of an older run the ids come from the selections table where it has
+    them, and the index stands in for the rest.
     """
-    if classes is not None and classes.num_rows:
-        ordered = classes.sort_by("index")
-        return ClassNames(
-            tuple(ordered.column("class_id").to_pylist()), tuple(ordered.column("name").to_pylist())
-        )
-    from audit.data.classes import imagenet_classes
-    from audit.data.demo import DIGIT_CLASSES
-
-    model = manifest.get("model", {})
-    kind = model.get("classes")
-    known: dict[str, Callable[[], ClassIndex]] = {
-        "imagenet": imagenet_classes,
-        "digits": lambda: DIGIT_CLASSES,
-    }
-    n = int(model.get("num_classes") or 0)
-    if kind in known:
-        index = known[kind]()
-        if not n or n == len(index):
-            return ClassNames(index.ids, index.names)
+    index = reader.classes()
+    if index is not None:
+        return ClassNames(index.ids, index.names)
+    n = reader.manifest.model.num_classes
     ids = [f"class_{i}" for i in range(n)]
     if selections is not None and selections.num_rows:
         for cls, cid in zip(
@@ -166,37 +148,29 @@ def _fs(url: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:
     return fs, path.rstrip("/")
 
 
-def read_run_table(
-    run: str, manifest: Mapping[str, Any], name: str, storage_options: Mapping[str, Any]
-) -> pa.Table:
-    """One table of ``run`` as its manifest lists it, without the columns the report skips."""
-    schema = SCHEMAS[name]
-    columns = [c for c in schema.names if c not in _SKIP.get(name, set())]
-    files = manifest.get("tables", {}).get(name, {}).get("files", [])
-    if not files:
-        return schema.empty_table().select(columns)
-    dataset = table_dataset(run, files, storage_options)
-    have = set(dataset.schema.names)
-    missing = [c for c in columns if c not in have]
-    if missing:
-        raise ConfigError(
-            f"The {name} table of run {run!r} lacks the column(s) {', '.join(missing)}: "
-            "was it written by an older version?"
-        )
-    table = dataset.to_table(columns=columns)
-    return table.cast(pa.schema([schema.field(c) for c in columns]))
+def read_run_table(reader: RunReader, name: str) -> pa.Table:
+    """One table of the run as its manifest lists it, without the columns the report skips.
+
+    Raises:
+        ConfigError: the files lack a column (written by an older version).
+    """
+    columns = [c for c in SCHEMAS[name].names if c not in _SKIP.get(name, set())]
+    try:
+        return reader.table(name, columns=columns)
+    except TableError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def adversarial_pngs(run: RunData, image_ids: Iterable[str]) -> dict[str, bytes]:
     """The stored adversarial PNGs of ``image_ids`` (only those that have one)."""
     wanted = sorted(set(image_ids))
-    files = run.manifest.get("tables", {}).get("adversarial", {}).get("files", [])
-    if not wanted or not files:
+    if not wanted or not run.manifest.files("adversarial"):
         return {}
-    dataset = table_dataset(run.url, files, run.storage_options)
-    table = dataset.to_table(
+    reader = RunReader(run.url, run.storage_options, manifest=run.manifest)
+    table = reader.table(
+        "adversarial",
         columns=["image_id", "image_png"],
-        filter=pc.field("image_id").isin(wanted),
+        filters=pc.field("image_id").isin(wanted),
     )
     out: dict[str, bytes] = {}
     for image_id, png in zip(
@@ -239,15 +213,16 @@ def load_run(run: str, storage_options: Mapping[str, Any] | None = None) -> RunD
         ConfigError: no manifest there, or a table or human-study file that cannot be read.
     """
     options = dict(storage_options or {})
-    fs, base = _fs(run, options)
-    if not fs.exists(base + "/" + MANIFEST):
+    reader = RunReader(run, options)
+    if not reader.exists():
         raise ConfigError(f"No run at {run!r}: {MANIFEST} not found there.")
     try:
-        manifest = read_manifest(run, options)
-    except ValueError as exc:
-        raise ConfigError(f"The manifest of {run!r} is not valid JSON: {exc}") from None
+        manifest = reader.manifest
+    except ManifestError as exc:
+        raise ConfigError(str(exc)) from None
     try:
-        tables = {name: read_run_table(run, manifest, name, options) for name in SCHEMAS}
+        tables = {name: read_run_table(reader, name) for name in SCHEMAS}
+        classes = class_names(reader, tables["selections"])
     except (OSError, pa.ArrowInvalid) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"Cannot read the tables of run {run!r}: {first}") from None
@@ -255,7 +230,7 @@ def load_run(run: str, storage_options: Mapping[str, Any] | None = None) -> RunD
     return RunData(
         url=run,
         manifest=manifest,
-        classes=class_names(manifest, tables["selections"], tables["classes"]),
+        classes=classes,
         tables=tables,
         human=human,
         human_figures=figures,

@@ -46,7 +46,7 @@ def finalize(
     write_metrics(plan, store, metrics)
     store.ensure_tables()
     check_accounted(store, plan.total)
-    manifest.data["metrics"] = {m[0]: m[2] for m in metrics if m[1] == "all"}
+    manifest.update(metrics={m[0]: m[2] for m in metrics if m[1] == "all"})
     manifest.write("succeeded")
     return metrics
 
@@ -115,20 +115,24 @@ def run_criticism(
     plan: RunPlan, store: RunStore, manifest: RunManifest, counters: RunCounters
 ) -> None:
     """One Ray task per class with labeled predictions (run on the driver instead when the
-    output is memory://, which other processes cannot see); writes the ``selections`` table."""
+    output is memory://, which other processes cannot see); writes the ``selections`` table.
+
+    The stage's progress is kept in a local dict and recorded with
+    :meth:`RunManifest.set_stage` before each manifest write (the manifest is immutable)."""
     import ray
 
     from audit.criticism.tasks import select_class
 
     cfg = plan.cfg.criticism
     stage: dict[str, Any] = {"state": "skipped", "skipped_methods": {}}
-    manifest.stages["criticism"] = stage
+    manifest.set_stage("criticism", stage)
     if not cfg.enabled:
         return
     methods = criticism_methods(plan, stage["skipped_methods"])
     classes = counters.labeled_classes()
     t0 = time.time()
     stage.update({"state": "running", "classes": len(classes), "done": 0})
+    manifest.set_stage("criticism", stage)
     manifest.write("running")
     tables = {name: list(store.files[name]) for name in ("predictions", "adversarial")}
     args = (store.url, tables)
@@ -166,8 +170,10 @@ def run_criticism(
                 c = pending.pop(ref)
                 collect(c, ray.get(ref))
             if ready:
+                manifest.set_stage("criticism", stage)
                 manifest.write("running")
     if rows:
         rows.sort(key=lambda r: (r["class"], r["method"], r["role"], r["rank"]))
         store.write("selections", pa.Table.from_pylist(rows, schema=SELECTIONS), name="all")
     stage.update({"state": "done", "seconds": round(time.time() - t0, 3), "methods": methods})
+    manifest.set_stage("criticism", stage)

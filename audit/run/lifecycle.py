@@ -17,6 +17,7 @@ from audit.run.counters import RunCounters
 from audit.run.finalize import Metric, finalize
 from audit.run.ledger import ShardLedger
 from audit.run.manifest import RunManifest
+from audit.run.manifest_types import Manifest
 from audit.run.plan import RunPlan, build_plan, default_run_id
 from audit.store import RunStore
 
@@ -33,7 +34,7 @@ class RunResult:
     Attributes:
         run_id: The run's folder name.
         url: The run folder (fsspec URL).
-        manifest: The final manifest as written.
+        manifest: The final manifest as written, as JSON (``Manifest.from_json`` types it).
         metrics: ``(name, scope, value, count)`` rows, as in the ``metrics`` table.
         data_stats: Ray Data's execution statistics of the pass (``Dataset.stats()``: per
             operator wall and CPU time, rows, blocks); empty when nothing was streamed.
@@ -75,7 +76,10 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
     collector = ShardCollector(plan, store, ledger, manifest, counters)
     if previous is not None:
         refuse(resume.refusals(previous, plan, store.url))
-        collector.adopt(resume.committed_shards(previous), previous.get("tables", {}))
+        collector.adopt(
+            resume.committed_shards(previous),
+            {name: t.to_json() for name, t in previous.tables.items()},
+        )
         manifest.resume(previous, len(ledger.committed))
     else:
         store.prepare(cfg.output.overwrite)
@@ -102,7 +106,7 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
     return RunResult(run_id, store.url, manifest.data, metrics, data_stats)
 
 
-def previous_attempt(store: RunStore, overwrite: bool) -> dict[str, Any] | None:
+def previous_attempt(store: RunStore, overwrite: bool) -> Manifest | None:
     """The manifest of an unfinished earlier attempt of this run, to resume; None for a new run.
 
     Raises:
@@ -115,8 +119,8 @@ def previous_attempt(store: RunStore, overwrite: bool) -> dict[str, Any] | None:
     if previous is None:
         store.refuse_existing(overwrite)  # a non-empty folder with no manifest
         return None
-    refuse(resume.refusals_before_plan(previous, store.url))
-    return previous
+    refuse(resume.refusals_before_plan(previous, store.url))  # before typing: any version
+    return Manifest.from_json(previous, where=repr(store.url))
 
 
 def refuse(reasons: list[str]) -> None:

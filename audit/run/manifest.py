@@ -1,23 +1,37 @@
 """The run's ``manifest.json``: started, kept up to date while the run goes, resumed.
 
 The manifest is what ``audit-cli status`` follows and what readers go by: a shard's files count
-only once the manifest lists the shard as committed.
+only once the manifest lists the shard as committed. Its fields are the frozen dataclasses of
+:mod:`audit.run.manifest_types` (:class:`~audit.run.manifest_types.Manifest`); this module
+builds them and writes their JSON, :class:`audit.run.reader.RunReader` reads them back.
 """
 
 from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 from importlib import metadata
 from typing import Any
 
 from audit.config import DataConfig
 from audit.run.ledger import ShardLedger
+from audit.run.manifest_types import (
+    FORMAT_VERSION,
+    Attempt,
+    DataInfo,
+    ExecutionInfo,
+    Manifest,
+    ModelInfo,
+    ShardsInfo,
+    StageInfo,
+    TableInfo,
+)
 from audit.run.plan import RunPlan
 from audit.store import RunStore, utc_now
 
-FORMAT_VERSION = 2
-"""2: the model section records its source, transform and weights sha256; a ``classes`` table."""
+__all__ = ["FORMAT_VERSION", "RunManifest", "package_versions", "safe_source"]
 
 VERSIONED_PACKAGES = (
     "imagenet-audit",
@@ -59,7 +73,7 @@ class RunManifest:
         ledger: The run's shard ledger (``shards`` and the predict stage's progress).
 
     Attributes:
-        data: The manifest as a dict; :meth:`write` updates and writes it.
+        manifest: The typed manifest; :meth:`write` updates it and writes its JSON.
         started: When this attempt started (for the images-per-second rate).
         predict_finished: When the last shard came back; None until then.
     """
@@ -68,50 +82,75 @@ class RunManifest:
         self.plan = plan
         self.store = store
         self.ledger = ledger
-        self.data: dict[str, Any] = {}
+        self.manifest = Manifest(run_id=plan.run_id)
         self.started = time.time()
         self.predict_finished: float | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The manifest as JSON (a new dict each time: change it with :meth:`update`)."""
+        return self.manifest.to_json()
+
+    @data.setter
+    def data(self, value: Mapping[str, Any]) -> None:
+        self.manifest = Manifest.from_json(value)
 
     def start(self) -> None:
         """The first manifest of a new run (kept in memory until :meth:`write`)."""
         p = self.plan
-        self.data = {
-            "format_version": FORMAT_VERSION,
-            "run_id": p.run_id,
-            "state": "running",
-            "created": utc_now(),
-            "config": p.cfg.to_dict(),
-            "model": p.model.manifest(),
-            "data": {
-                "source": safe_source(p.cfg.data),
-                "layout": p.listing.layout.value,
-                "inputs": len(p.listing.records) + len(p.listing.errors),
-                "fingerprint": p.fingerprint,
+        self.manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            run_id=p.run_id,
+            state="running",
+            created=utc_now(),
+            config=p.cfg.to_dict(),
+            model=ModelInfo.from_json(
+                {**p.model.manifest(), "class_ids": list(p.model.classes.ids)}
+            ),
+            data=DataInfo(
+                source=safe_source(p.cfg.data),
+                layout=p.listing.layout.value,
+                inputs=len(p.listing.records) + len(p.listing.errors),
+                fingerprint=p.fingerprint,
+            ),
+            execution=ExecutionInfo(device=p.device, num_actors=p.num_actors),
+            versions=package_versions(),
+            stages={
+                "list": StageInfo(
+                    "done",
+                    {
+                        "seconds": round(p.seconds_listing, 3),
+                        "records": len(p.listing.records),
+                        "errors": len(p.listing.errors),
+                    },
+                ),
+                "predict": StageInfo("pending"),
             },
-            "execution": {"device": p.device, "num_actors": p.num_actors},
-            "versions": package_versions(),
-            "stages": {
-                "list": {
-                    "state": "done",
-                    "seconds": round(p.seconds_listing, 3),
-                    "records": len(p.listing.records),
-                    "errors": len(p.listing.errors),
-                },
-                "predict": {"state": "pending"},
-            },
-        }
+        )
 
-    def resume(self, previous: dict[str, Any], committed_at_start: int) -> None:
+    def resume(self, previous: Manifest | Mapping[str, Any], committed_at_start: int) -> None:
         """Continue an earlier attempt's manifest: a new ``attempts`` entry, this execution."""
-        self.data = previous
-        attempts = previous.setdefault("attempts", [])
-        attempts.append({"started": utc_now(), "committed_shards_at_start": committed_at_start})
-        self.data["execution"] = {"device": self.plan.device, "num_actors": self.plan.num_actors}
+        before = Manifest.of(previous)
+        self.manifest = replace(
+            before,
+            attempts=(*before.attempts, Attempt(utc_now(), committed_at_start)),
+            execution=ExecutionInfo(device=self.plan.device, num_actors=self.plan.num_actors),
+        )
 
     @property
-    def stages(self) -> dict[str, Any]:
-        stages: dict[str, Any] = self.data["stages"]
-        return stages
+    def stages(self) -> Mapping[str, StageInfo]:
+        return self.manifest.stages
+
+    def set_stage(self, name: str, stage: Mapping[str, Any]) -> None:
+        """Record stage ``name`` as the JSON-ready ``stage`` (its ``state`` and progress), in
+        place of the one recorded (a new stage goes last)."""
+        stages = dict(self.manifest.stages)
+        stages[name] = StageInfo.from_json(stage)
+        self.manifest = replace(self.manifest, stages=stages)
+
+    def update(self, **changes: Any) -> None:
+        """Replace fields of :attr:`manifest` (e.g. ``metrics=...``); written by :meth:`write`."""
+        self.manifest = replace(self.manifest, **changes)
 
     def write(self, state: str, error: str | None = None) -> None:
         """Update the state, progress, shards and tables, and replace ``manifest.json``."""
@@ -121,19 +160,12 @@ class RunManifest:
         if self.predict_finished is not None and state == "running":
             predict_state = "done"
         rate = (ledger.done - ledger.done_at_start) / elapsed if elapsed > 0 else 0.0
-        m = self.data
-        m.update(
+        stages = dict(self.manifest.stages)
+        predict = stages.get("predict", StageInfo())
+        stages["predict"] = StageInfo(
+            predict_state,
             {
-                "format_version": FORMAT_VERSION,
-                "run_id": self.plan.run_id,
-                "state": state,
-                "updated": utc_now(),
-                "error": error,
-            }
-        )
-        m["stages"]["predict"].update(
-            {
-                "state": predict_state,
+                **predict.fields,
                 "done": ledger.done,
                 "total": ledger.total,
                 "shards_done": len(ledger.committed),
@@ -143,15 +175,24 @@ class RunManifest:
                 "eta_seconds": round((ledger.total - ledger.done) / rate, 1)
                 if rate > 0 and predict_state == "running"
                 else None,
-            }
+            },
         )
-        m["shards"] = {
-            "size": self.plan.cfg.output.shard_size,
-            "total": ledger.shards_total,
-            "committed": sorted(ledger.committed),
-        }
-        m["tables"] = {
-            name: {"rows": self.store.rows[name], "files": list(self.store.files[name])}
-            for name in self.store.files
-        }
-        self.store.write_manifest(m)
+        self.manifest = replace(
+            self.manifest,
+            format_version=FORMAT_VERSION,
+            run_id=self.plan.run_id,
+            state=state,
+            updated=utc_now(),
+            error=error,
+            stages=stages,
+            shards=ShardsInfo(
+                size=self.plan.cfg.output.shard_size,
+                total=ledger.shards_total,
+                committed=tuple(sorted(ledger.committed)),
+            ),
+            tables={
+                name: TableInfo(rows=self.store.rows[name], files=tuple(self.store.files[name]))
+                for name in self.store.files
+            },
+        )
+        self.store.write_manifest(self.manifest.to_json())

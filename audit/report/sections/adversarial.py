@@ -130,7 +130,7 @@ def _examples(ctx: SectionContext, i: int, run: RunData) -> list[str]:
             "images show the top super-pixels of the explanation, the rest grey."
         )
     )
-    k = int(run.manifest.get("config", {}).get("explain", {}).get("num_features") or 8)
+    k = int(run.manifest.config_value("explain", "num_features") or 8)
     for image_id in chosen:
         lime = explained.get(image_id, {})
         out.append(_example(ctx, run, image_id, adv[image_id], lime, stored.get(image_id), k))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from audit.report import html as h
@@ -13,16 +13,10 @@ from audit.report.data import RunData
 from audit.report.sections.context import SectionContext
 from audit.report.sections.registry import register_section
 from audit.report.sections.tables import rows
+from audit.run.manifest_types import DataInfo
 
 MAX_ERROR_ROWS = 50
 """Distinct (stage, reason) rows of the errors table shown per run; the rest are summed."""
-
-
-def _get(run: RunData, *keys: str) -> Any:
-    value: Any = run.manifest
-    for k in keys:
-        value = value.get(k) if isinstance(value, Mapping) else None
-    return value
 
 
 def _runs_table(runs: list[RunData]) -> h.Raw:
@@ -33,29 +27,36 @@ def _runs_table(runs: list[RunData]) -> h.Raw:
 
     table = [
         row("run folder", lambda r: r.url),
-        row("state", lambda r: _get(r, "state")),
+        row("state", lambda r: r.manifest.state),
         *(
-            [row("error", lambda r: _get(r, "error"))]
-            if any(_get(r, "error") for r in runs)
+            [row("error", lambda r: r.manifest.error)]
+            if any(r.manifest.error for r in runs)
             else []
         ),
-        row("created / updated", lambda r: f"{_get(r, 'created')} / {_get(r, 'updated')}"),
+        row("created / updated", lambda r: f"{r.manifest.created} / {r.manifest.updated}"),
         row("model", lambda r: r.model),
-        row("weights", lambda r: _get(r, "model", "weights")),
-        row("classes", lambda r: f"{_get(r, 'model', 'classes')} ({len(r.classes.ids)})"),
-        row("data source", lambda r: _get(r, "data", "source")),
-        row("layout", lambda r: _get(r, "data", "layout")),
-        row("inputs", lambda r: _get(r, "data", "inputs")),
-        row("device", lambda r: _get(r, "execution", "device")),
+        row("weights", lambda r: r.manifest.model.weights),
+        row("classes", lambda r: f"{r.manifest.model.classes} ({len(r.classes.ids)})"),
+        row("data source", lambda r: _data(r).source),
+        row("layout", lambda r: _data(r).layout),
+        row("inputs", lambda r: _data(r).inputs),
+        row("device", lambda r: r.manifest.execution.device if r.manifest.execution else None),
     ]
     for name in ("predictions", "errors", "adversarial", "explanations", "selections"):
         table.append([f"{name} rows", *[r.tables[name].num_rows for r in runs]])
-    stages = sorted({s for r in runs for s in (_get(r, "stages") or {})})
+    stages = sorted({s for r in runs for s in r.manifest.stages})
     for stage in stages:
-        table.append(
-            [f"stage {stage} (s)", *[(_get(r, "stages", stage) or {}).get("seconds") for r in runs]]
-        )
+        table.append([f"stage {stage} (s)", *[_stage_seconds(r, stage) for r in runs]])
     return h.table(header, table)
+
+
+def _data(run: RunData) -> DataInfo:
+    return run.manifest.data or DataInfo()
+
+
+def _stage_seconds(run: RunData, stage: str) -> Any:
+    found = run.manifest.stages.get(stage)
+    return found.fields.get("seconds") if found is not None else None
 
 
 def _error_rows(run: RunData) -> list[list[Any]]:
@@ -91,7 +92,7 @@ def render(ctx: SectionContext) -> list[str]:
     for r in ctx.runs:
         body.append(
             h.details(
-                f"configuration of {r.title}", h.pre(json.dumps(r.manifest.get("config"), indent=2))
+                f"configuration of {r.title}", h.pre(json.dumps(dict(r.manifest.config), indent=2))
             )
         )
     return body
