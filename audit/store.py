@@ -125,6 +125,7 @@ def unregister_table(name: str) -> None:
         TABLES.pop(name, None)
         SCHEMAS.pop(name, None)
 
+
 PREDICTIONS = SCHEMAS["predictions"]
 ERRORS = SCHEMAS["errors"]
 ADVERSARIAL = SCHEMAS["adversarial"]
@@ -177,22 +178,47 @@ class RunStore:
         return bool(self.fs.exists(self.path + "/" + MANIFEST))
 
     def refuse_existing(self, overwrite: bool) -> None:
-        """Raise unless the run folder is absent or empty, or ``overwrite`` is set.
+        """Raise unless the run folder is absent or empty, or holds a run and ``overwrite`` is set.
+
+        A run is a folder holding this tool's ``manifest.json`` (a JSON object with a
+        ``run_id``). Anything else at the run path (a file, a folder of someone's files, a
+        folder with another program's ``manifest.json``) is refused even with ``overwrite``:
+        overwriting deletes the folder, and only a run may be deleted.
 
         Raises:
-            ConfigError: the run exists and ``overwrite`` is false.
+            ConfigError: the run exists and ``overwrite`` is false, or the path holds something
+                that is not a run.
         """
-        if not overwrite and self.fs.exists(self.path) and (self.exists() or self.fs.ls(self.path)):
+        if not self.fs.exists(self.path):
+            return
+        folder = bool(self.fs.isdir(self.path))
+        if folder and not self.fs.ls(self.path):
+            return  # an empty folder is taken as it is
+        try:
+            with self.fs.open(self.path + "/" + MANIFEST, "r", encoding="utf-8") as f:
+                manifest = json.load(f)
+            is_run = isinstance(manifest, dict) and "run_id" in manifest
+        except (OSError, ValueError):  # no manifest (or the path is a file), or not JSON
+            is_run = False
+        if not is_run:
+            raise ConfigError(
+                f"The output path {self.url!r} {'is not empty' if folder else 'is a file'} and "
+                "holds no manifest.json of this tool, so it is not a run of this tool: choose "
+                "another 'output.run_id' or 'output.root' (output.overwrite replaces only runs)."
+            )
+        if not overwrite:
             raise ConfigError(
                 f"The output run {self.url!r} already exists: choose another "
                 "'output.run_id' or set output.overwrite=true to replace it."
             )
 
     def prepare(self, overwrite: bool) -> None:
-        """Create the run folder, replacing an existing one only if ``overwrite``.
+        """Create the run folder, replacing an existing run only if ``overwrite``
+        (:meth:`refuse_existing` says what is a run; nothing else is ever deleted).
 
         Raises:
-            ConfigError: the run exists and ``overwrite`` is false.
+            ConfigError: the run exists and ``overwrite`` is false, or the path holds something
+                that is not a run.
         """
         self.refuse_existing(overwrite)
         if self.fs.exists(self.path):
@@ -319,30 +345,44 @@ class RunStore:
         self._retrying("writing the manifest", put)
 
     def _retrying(self, what: str, put: Callable[[], None]) -> None:
-        """Run ``put`` up to :data:`WRITE_ATTEMPTS` times, backing off between tries.
+        """Run ``put`` up to :data:`WRITE_ATTEMPTS` times, backing off between tries
+        (:data:`WRITE_BACKOFF_S`, doubled each time), while it fails with a transient storage
+        error (:func:`audit.storage_errors.is_transient`: botocore's and aiohttp's connection
+        errors, throttling and 5xx responses, timeouts) or another ``OSError``. An error that
+        says what the path is (missing, a folder, forbidden) or a bug propagates at once.
 
         Raises:
-            OSError: every try failed; names ``what``, the run and the last error.
+            TransientStorageError: every try failed; one line naming ``what``, the run and the
+                last error (an ``OSError`` too).
         """
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                put()
-                return
-            except OSError as exc:
-                if attempt == WRITE_ATTEMPTS:
-                    raise OSError(
-                        f"{what} of run {self.run_id!r} failed {WRITE_ATTEMPTS} times; "
-                        f"last error: {type(exc).__name__}: {exc}"
-                    ) from exc
-                time.sleep(WRITE_BACKOFF_S * 2 ** (attempt - 1))
+        from audit.storage_errors import PERMANENT, is_transient, retry, secret_values
+
+        def worth_retrying(exc: BaseException) -> bool:
+            return is_transient(exc) or (
+                isinstance(exc, OSError) and not isinstance(exc, PERMANENT)
+            )
+
+        retry(
+            put,
+            f"{what} of run {self.run_id!r}",
+            WRITE_ATTEMPTS,
+            WRITE_BACKOFF_S,
+            retry_on=worth_retrying,
+            secrets=secret_values(getattr(self.fs, "storage_options", None)),
+        )
 
 
 def read_manifest(run: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Read ``<run>/manifest.json``; ``run`` is the run folder's path or URL."""
-    fs, base = fsspec.core.url_to_fs(run, **dict(storage_options or {}))
-    with fs.open(base.rstrip("/") + "/" + MANIFEST, "r", encoding="utf-8") as f:
-        data: dict[str, Any] = json.load(f)
-    return data
+    """Read ``<run>/manifest.json`` as JSON gives it; ``run`` is the run folder's path or URL.
+    (:class:`audit.run.reader.RunReader` gives it typed.)
+
+    Raises:
+        audit.run.manifest_types.NoRunError: no manifest there (a ``FileNotFoundError``).
+        audit.run.manifest_types.ManifestError: not valid JSON (a ``ValueError``).
+    """
+    from audit.run.reader import RunReader
+
+    return RunReader(run, storage_options).raw_manifest
 
 
 def table_dataset(
@@ -356,11 +396,11 @@ def table_dataset(
 
 
 def read_table(run: str, table: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
-    """Read one table of a finished or running run, as listed in its manifest."""
-    files = read_manifest(run, storage_options)["tables"][table]["files"]
-    if not files:
-        return SCHEMAS[table].empty_table()
-    return table_dataset(run, files, storage_options).to_table().cast(SCHEMAS[table])
+    """Read one table of a finished or running run, as listed in its manifest
+    (:meth:`audit.run.reader.RunReader.table`)."""
+    from audit.run.reader import RunReader
+
+    return RunReader(run, storage_options).table(table)
 
 
 def read_classes(
@@ -368,13 +408,12 @@ def read_classes(
 ) -> tuple[list[str], list[str]] | None:
     """``(class ids, names)`` in output-index order from a run's ``classes`` table, or None for
     a run written before the table existed (or with it empty)."""
-    manifest = read_manifest(run, storage_options)
-    files = manifest.get("tables", {}).get("classes", {}).get("files", [])
-    if not files:
-        return None
-    t = table_dataset(run, files, storage_options).to_table().sort_by("index")
+    from audit.run.reader import RunReader
+
+    t = RunReader(run, storage_options).table("classes")
     if not t.num_rows:
         return None
+    t = t.sort_by("index")
     return t.column("class_id").to_pylist(), t.column("name").to_pylist()
 
 

@@ -150,10 +150,13 @@ def test_cleanlab_counts() -> None:
 def test_cleanlab_rectified_accuracy() -> None:
     raw = json.loads((CLEANLAB / "imagenet_mturk.json").read_text())
     by_file = {r["id"]: r for r in raw}
-    hits, orig = [], []
+    hits, orig, k_of_n = [], [], []
     for r in baseline().to_pylist():
         pred, label = r["top5_classes"][0], r["label"]
         c = by_file.get(int(r["image_id"][-8:]))
+        # k-of-n (k = 3): the given label, or the guess with 3+ votes for guessed or both
+        backed = c is not None and c["mturk"]["guessed"] + c["mturk"]["both"] >= 3
+        k_of_n.append(pred == label or (backed and pred == c["our_guessed_label"]))
         if c is None or c["mturk"]["given"] >= 3:
             ok = {label}
         elif c["mturk"]["guessed"] >= 3:
@@ -161,19 +164,46 @@ def test_cleanlab_rectified_accuracy() -> None:
         elif c["mturk"]["both"] >= 3:
             ok = {label, c["our_guessed_label"]}
         else:
-            continue  # neither, or no majority: dropped
+            continue  # neither, or no majority: the majority rule cannot judge it
         hits.append(pred in ok)
         orig.append(pred == label)
     m = measures(cleanlab_table(baseline(), read_cleanlab(json.dumps(raw))))
-    assert m["cleanlab-rectified top-1 accuracy"] == (
+    # the headline figure keeps the run's whole denominator
+    assert m["cleanlab-rectified (3 of 5) top-1 accuracy"] == (
+        pytest.approx(sum(k_of_n) / len(k_of_n)),
+        50000,
+    )
+    assert m["images the k-of-n reading could not judge"] == (None, 0)
+    assert m["cleanlab majority-rule (3 of 5) top-1 accuracy"] == (
         pytest.approx(sum(hits) / len(hits)),
         len(hits),
     )
     assert len(hits) == 50000 - 293 - (2916 - 1428 - 597 - 293)
-    assert m["original top-1 accuracy, same images"][0] == pytest.approx(sum(orig) / len(orig))
+    assert m["original top-1 accuracy, images the majority rule judges"][0] == pytest.approx(
+        sum(orig) / len(orig)
+    )
+    assert m["majority rule could not judge: neither label fits"] == (None, 293)
+    assert m["majority rule could not judge: no majority"] == (None, 2916 - 1428 - 597 - 293)
     assert m["predictions among cleanlab's MTurk-checked candidates"] == (None, 5440)
     assert m["validated label errors among them (given < majority)"] == (None, 2916)
     assert m["candidates whose given label differs from the prediction table's"] == (None, 0)
+    print(
+        f"k-of-n {sum(k_of_n) / len(k_of_n):.6f} over {len(k_of_n)}; "
+        f"majority {sum(hits) / len(hits):.6f} over {len(hits)}; "
+        f"guess backed: {m['guessed label also right: 3+ votes for guessed or both'][1]}"
+    )
+
+
+def test_cleanlab_k_is_a_parameter() -> None:
+    votes = read_cleanlab((CLEANLAB / "imagenet_mturk.json").read_text())
+    tables = {k: measures(cleanlab_table(baseline(), votes, k=k)) for k in (1, 3, 5)}
+    acc = [tables[k][f"cleanlab-rectified ({k} of 5) top-1 accuracy"][0] for k in (1, 3, 5)]
+    assert acc[0] >= acc[1] >= acc[2]  # a stricter k accepts fewer guessed labels
+    assert tables[5]["guessed label also right: 5+ votes for guessed or both"][1] == sum(
+        v.votes["guessed"] + v.votes["both"] >= 5 for v in votes
+    )
+    with pytest.raises(PublicDataError, match="k must be between 1 and 5"):
+        cleanlab_table(baseline(), votes, k=0)
 
 
 def test_madrylab_counts_and_accuracy() -> None:

@@ -66,7 +66,7 @@ def test_registry_holds_the_built_in_sources_in_order() -> None:
     sources = registered_sources()
     assert [s.name for s in sources] == ["real", "cleanlab", "madrylab"]
     assert [s.flag for s in sources] == ["--real", "--cleanlab", "--madrylab"]
-    assert get_source("cleanlab").params == {"majority": 3}
+    assert get_source("cleanlab").params == {"majority": 3, "k": 3}
     assert dict(get_source("madrylab").params) == {"index_to_filepath": None, "min_fraction": 0.5}
 
 

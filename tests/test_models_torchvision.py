@@ -586,3 +586,11 @@ def test_model_that_cannot_run_at_its_crop_is_refused() -> None:
     assert "\n" not in msg
     assert "'vit_b_16'" in msg
     assert "centre crop 160x160" in msg
+
+
+def test_a_weights_name_with_a_trailing_newline_is_not_a_weights_name() -> None:
+    from audit.models.torchvision import named_weights
+
+    assert named_weights("resnet18", "IMAGENET1K_V1") is not None
+    assert named_weights("resnet18", "IMAGENET1K_V1\n") is None
+    assert named_weights("resnet18", "ResNet18_Weights.IMAGENET1K_V1\n") is None

@@ -16,8 +16,11 @@ class OutputConfig(Checked):
     Attributes:
         root: Local path or fsspec URL.
         run_id: Name of the run folder; unset means ``<UTC time>-<model name>``.
-        overwrite: Replace an existing run folder of the same id instead of refusing. An
-            unfinished run of the same id with the same configuration is resumed instead.
+        overwrite: Replace an existing run of the same id instead of refusing. Only a run (a
+            folder holding this tool's ``manifest.json``) is ever replaced: any other non-empty
+            folder there is refused either way, and so is a run folder that is, contains or
+            lies inside the inputs. An unfinished run of the same id with the same
+            configuration is resumed instead.
         shard_size: Images per shard. The input, sorted by image_id, is cut into shards of
             this many images; a shard's rows in every table are committed together, so a rerun
             skips committed shards and redoes at most the shards that were in flight.

@@ -7,8 +7,18 @@ Four on-disk layouts are understood (see :class:`~audit.config.Layout`)::
     devkit       <root>/.../<image_id>.<ext> + ILSVRC2012_validation_ground_truth.txt
     unlabeled    <root>/.../<image_id>.<ext>, or an explicit list of paths/URLs
 
-The source is listed once (``fs.find``), so a 50,000-image bucket costs one recursive listing and
-no per-file calls. Which files are inputs:
+An object store's source is listed once (``fs.find``), so a 50,000-image bucket costs one
+recursive listing and no per-file calls; a local folder (and any filesystem whose ``find`` walks
+folder by folder) is walked one folder at a time, so that nothing is lost on the way:
+
+* symbolic links are followed, as torchvision's ``ImageFolder`` does (``os.walk(followlinks=True)``):
+  a class folder that is a link is a class folder, an image file that is a link is an input; a
+  link back to a folder it lies in is not followed and becomes an ``errors`` row (no endless loop);
+  a file reached twice through links has its image id twice, so the second is an error record;
+* a folder that cannot be listed (``PermissionError``) is an ``errors`` row naming it and why
+  (the source itself not being listable is a :class:`ConfigError`).
+
+Which files are inputs:
 
 * every regular file under the source, whatever its extension (a file that is not an image turns
   into an ``errors`` row when it is decoded, so nothing is dropped silently);
@@ -35,6 +45,7 @@ import csv
 import dataclasses
 import io
 import logging
+import os
 import posixpath
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -42,6 +53,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+from fsspec.asyn import AsyncFileSystem
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from audit.config import ConfigError, DataConfig, Layout
@@ -135,7 +148,8 @@ def list_inputs(data: DataConfig, classes: ClassIndex) -> Listing:
 
     Raises:
         ValueError: ``data`` is the demo set, which the caller resolves before listing.
-        ConfigError: the source is missing or holds no inputs; the labels file is missing or
+        ConfigError: the source is missing, cannot be listed or holds no inputs (a folder
+            under it that cannot be listed is an error record instead); the labels file is missing or
             malformed; ``data.classes`` names a class not in ``classes``; ``data.classes`` or
             ``data.per_class`` is set for an unlabeled source; no input is left after subsetting.
     """
@@ -197,7 +211,13 @@ def _layout_from_labels_file(labels_file: str) -> Layout:
 
 
 def _detect_layout(fs: AbstractFileSystem, root: str, classes: ClassIndex | None = None) -> Layout:
-    entries = fs.ls(root, detail=True)
+    try:
+        entries = fs.ls(root, detail=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"The 'data.source' folder {fs.unstrip_protocol(root)!r} could not be listed: "
+            f"{_cannot_list(fs, root, exc)}"
+        ) from None
     files: set[str] = set()
     has_dirs = False
     class_dirs = False
@@ -205,7 +225,7 @@ def _detect_layout(fs: AbstractFileSystem, root: str, classes: ClassIndex | None
         name = posixpath.basename(str(entry["name"]).rstrip("/"))
         if name.startswith("."):
             continue
-        if entry.get("type") == "directory":
+        if _kind(fs, entry) == "directory":
             has_dirs = True
             class_dirs = class_dirs or (classes is not None and name in classes)
         else:
@@ -292,8 +312,15 @@ def _list_folder(
         labels_uri = labels_fs.unstrip_protocol(labels_path)
 
     prefix = root.rstrip("/") + "/"
+    try:
+        found, unlisted = _find_files(fs, root)
+    except OSError as exc:  # an object store's one listing failed: nothing can be listed
+        raise ConfigError(
+            f"The 'data.source' folder {data.source!r} could not be listed: "
+            f"{_cannot_list(fs, root, exc)}"
+        ) from None
     files: list[tuple[str, str]] = []  # (path relative to root, uri)
-    for path in fs.find(root, withdirs=False):
+    for path in found:
         if not path.startswith(prefix):
             continue  # the root itself (some filesystems report a file root this way)
         rel = path[len(prefix) :]
@@ -303,12 +330,34 @@ def _list_folder(
         if uri == labels_uri:
             continue
         files.append((rel, uri))
+    failed = []  # folders that could not be listed: error records, label of their class folder
+    for path, reason in unlisted:
+        if not path.startswith(prefix):
+            raise ConfigError(
+                f"The 'data.source' folder {data.source!r} could not be listed: {reason}"
+            )
+        rel = path[len(prefix) :]
+        label = classes.get(rel.split("/")[0]) if layout is Layout.IMAGEFOLDER else None
+        failed.append(InputRecord(rel, fs.unstrip_protocol(path), label, reason))
     if not files:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        why = f": {failed[0].error}{more}" if failed else ""
         raise ConfigError(
             f"The 'data.source' folder {data.source!r} holds no input files "
-            "(hidden files and the labels file are not inputs)."
+            f"(hidden files and the labels file are not inputs){why}."
         )
+    return _label_files(layout, classes, files, labels_fs, labels_path, labels_shown) + failed
 
+
+def _label_files(
+    layout: Layout,
+    classes: ClassIndex,
+    files: list[tuple[str, str]],
+    labels_fs: AbstractFileSystem,
+    labels_path: str,
+    labels_shown: str,
+) -> list[InputRecord]:
+    """One record per listed ``(path relative to the source, uri)``, labelled for ``layout``."""
     if layout is Layout.IMAGEFOLDER:
         return [_imagefolder_record(rel, uri, classes) for rel, uri in files]
     if layout is Layout.UNLABELED:
@@ -334,6 +383,95 @@ def _list_folder(
         error = None if label is not None else f"label {wnid} is not a class of {classes.name}"
         out.append(InputRecord(image_id, uri, label, error))
     return out
+
+
+def _find_files(fs: AbstractFileSystem, root: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every file under ``root`` and every folder that could not be listed, with why.
+
+    A filesystem with its own recursive listing (an object store: one request per 1,000 keys)
+    is listed with ``fs.find``; the others are walked folder by folder with ``fs.ls``, which
+    fsspec's own ``find`` does too, but silently leaves out a folder it cannot list.
+
+    Returns:
+        ``(file paths, [(folder path, one-line reason), ...])``; hidden entries (a name starting
+        with ``.``) are not descended into.
+
+    Raises:
+        OSError: ``fs.find`` failed (a walked filesystem reports failures in the second list,
+            the root's included).
+    """
+    if not isinstance(fs, LocalFileSystem) and not _finds_by_walking(fs):
+        return [str(p) for p in fs.find(root, withdirs=False)], []
+    return _walk(fs, root)
+
+
+def _finds_by_walking(fs: AbstractFileSystem) -> bool:
+    """Whether ``fs.find`` is fsspec's generic walk (one ``ls`` per folder, errors dropped)."""
+    if isinstance(fs, AsyncFileSystem):
+        return type(fs)._find is AsyncFileSystem._find
+    return type(fs).find is AbstractFileSystem.find
+
+
+def _walk(fs: AbstractFileSystem, root: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """:func:`_find_files` folder by folder; on local disk links are followed, and a link to a
+    folder that is already being walked (an ancestor, by device and inode) is reported, not
+    followed."""
+    local = isinstance(fs, LocalFileSystem)
+    files: list[str] = []
+    failures: list[tuple[str, str]] = []
+    stack: list[tuple[str, frozenset[tuple[int, int]]]] = [
+        (root, frozenset([_folder_key(root)]) if local else frozenset())
+    ]
+    while stack:
+        folder, ancestors = stack.pop()
+        try:
+            entries = fs.ls(folder, detail=True)
+        except OSError as exc:
+            failures.append((folder, _cannot_list(fs, folder, exc)))
+            continue
+        for entry in entries:
+            path = str(entry["name"]).rstrip("/")
+            if path == folder.rstrip("/") or posixpath.basename(path).startswith("."):
+                continue
+            if _kind(fs, entry) != "directory":
+                files.append(path)  # a broken link too: reading it gives its errors row
+                continue
+            if not local:
+                stack.append((path, ancestors))
+                continue
+            try:
+                key = _folder_key(path)
+            except OSError as exc:
+                failures.append((path, _cannot_list(fs, path, exc)))
+                continue
+            if key in ancestors:
+                failures.append(
+                    (
+                        path,
+                        f"symbolic link loop: {fs.unstrip_protocol(path)} leads back to "
+                        f"{os.path.realpath(path)}, a folder it lies in; not followed",
+                    )
+                )
+                continue
+            stack.append((path, ancestors | {key}))
+    return files, failures
+
+
+def _kind(fs: AbstractFileSystem, entry: Mapping[str, Any]) -> str:
+    """An ``ls`` entry's type, a local symbolic link's being its target's."""
+    if entry.get("islink") and isinstance(fs, LocalFileSystem):
+        return "directory" if os.path.isdir(str(entry["name"])) else "file"
+    return str(entry.get("type"))
+
+
+def _folder_key(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _cannot_list(fs: AbstractFileSystem, path: str, exc: OSError) -> str:
+    detail = exc.strerror or str(exc) or "no reason given"
+    return f"{type(exc).__name__}: cannot list folder {fs.unstrip_protocol(path)}: {detail}"
 
 
 def _imagefolder_record(rel: str, uri: str, classes: ClassIndex) -> InputRecord:

@@ -83,7 +83,7 @@ def named_weights(name: str, text: str) -> WeightsEnum | None:
     """
     if text == "default":
         return default_weights(name)
-    match = _WEIGHTS_NAME.match(text)
+    match = _WEIGHTS_NAME.fullmatch(text)
     if match is None or "/" in text:
         return None
     enum = torchvision.models.get_model_weights(name)

@@ -16,14 +16,25 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import posixpath
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
-from audit.config import AuditConfig, ConfigError, DataConfig, Device, ExplainWhich, Layout
+from audit.config import (
+    AuditConfig,
+    ConfigError,
+    DataConfig,
+    Device,
+    ExplainWhich,
+    Layout,
+    OutputConfig,
+)
 from audit.data.layouts import InputRecord, Listing, list_inputs
 from audit.models import LoadedModel, check_model_name, load_model
 from audit.stages.registry import STAGES, Stage
@@ -100,13 +111,18 @@ def build_plan(cfg: AuditConfig, run_id: str, cluster_gpus: Callable[[], float])
 
     Raises:
         ConfigError: with a one-line reason (unknown model or class, demo data with another
-            model, ``predict.device=cuda`` on a cluster without GPUs).
+            model, ``predict.device=cuda`` on a cluster without GPUs, a run folder that is,
+            contains or lies inside the inputs: :func:`refuse_outputs_among_inputs`).
     """
     try:  # a stage whose needs are not met stops the run before the model loads
         STAGES.enabled(STAGES.sections(cfg))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if not cfg.data.is_demo:  # the demo set's folder is known once it is rendered
+        refuse_outputs_among_inputs(cfg.output, cfg.data, run_id)
     model, data, listing, seconds = prepare(cfg)
+    if cfg.data.is_demo:
+        refuse_outputs_among_inputs(cfg.output, data, run_id)
     gpus = cluster_gpus()
     device = resolve_device(cfg.predict.device, gpus)
     num_actors = cfg.predict.num_actors or (int(gpus) if device == "cuda" else 1)
@@ -128,6 +144,75 @@ def build_plan(cfg: AuditConfig, run_id: str, cluster_gpus: Callable[[], float])
         device=device,
         num_actors=num_actors,
     )
+
+
+def refuse_outputs_among_inputs(output: OutputConfig, data: DataConfig, run_id: str) -> None:
+    """Refuse a run folder ``<output.root>/<run_id>`` that mixes with the inputs.
+
+    Overwriting a run deletes its folder, and a later run lists whatever lies in its source, so
+    the run folder must not be ``data.source``, contain it or lie inside it, must not contain
+    the labels file, and must not contain a file of a list source. Paths are compared after
+    resolving them: local paths (plain or ``file://``) with :func:`os.path.realpath`, so a
+    symbolic link is seen through; URLs as fsspec's normalised paths, and only with the same
+    protocol (another protocol is another storage). Nothing is read or written.
+
+    Raises:
+        ConfigError: one line naming ``output.root``, ``output.run_id`` and the input field.
+    """
+    fs, base = fsspec.core.url_to_fs(output.root, **dict(output.storage_options))
+    run = _location(fs, base.rstrip("/") + "/" + run_id)
+    shown = (
+        f"The output run folder {fs.unstrip_protocol(base.rstrip('/') + '/' + run_id)!r} "
+        f"(output.root {output.root!r}, output.run_id {run_id!r})"
+    )
+    options = dict(data.storage_options)
+    if isinstance(data.source, str):
+        how = _relation(run, _location(*fsspec.core.url_to_fs(data.source, **options)))
+        if how is not None:
+            raise ConfigError(
+                f"{shown} {how} the input folder data.source {data.source!r}: a run's folder "
+                "must lie outside its inputs (overwriting it would delete them, and its tables "
+                "would be listed as inputs); choose another output.root or data.source."
+            )
+    else:
+        for url in data.source:
+            if _relation(run, _location(*fsspec.core.url_to_fs(url, **options))) is not None:
+                raise ConfigError(
+                    f"{shown} contains {url!r}, an input of data.source: a run's folder must "
+                    "lie outside its inputs (overwriting it would delete them); choose another "
+                    "output.root or output.run_id."
+                )
+    if data.labels_file is not None:
+        labels = _location(*fsspec.core.url_to_fs(data.labels_file, **options))
+        if _relation(run, labels) in ("is", "contains"):
+            raise ConfigError(
+                f"{shown} contains the labels file data.labels_file {data.labels_file!r}: a "
+                "run's folder must lie outside its inputs (overwriting it would delete it); "
+                "choose another output.root or output.run_id."
+            )
+
+
+def _location(fs: fsspec.AbstractFileSystem, path: str) -> tuple[str, str]:
+    """``(storage, normalised absolute path)`` of ``path`` on ``fs``, for comparing paths."""
+    if isinstance(fs, LocalFileSystem):
+        return "file", os.path.realpath(path)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol, posixpath.normpath("/" + str(fs._strip_protocol(path)).strip("/"))
+
+
+def _relation(run: tuple[str, str], other: tuple[str, str]) -> str | None:
+    """How the run folder ``run`` stands to ``other``: ``"is"``, ``"contains"``, ``"lies
+    inside"``, or None when they are apart (or on different storages)."""
+    if run[0] != other[0]:
+        return None
+    a, b = run[1], other[1]
+    if a == b:
+        return "is"
+    if b.startswith(a.rstrip("/") + "/"):
+        return "contains"
+    if a.startswith(b.rstrip("/") + "/"):
+        return "lies inside"
+    return None
 
 
 def default_run_id(model_name: str) -> str:

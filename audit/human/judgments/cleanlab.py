@@ -2,10 +2,18 @@
 
 5,440 candidate label errors, 5 MTurk votes each among ``given`` (the original label),
 ``guessed`` (cleanlab's guess), ``both`` and ``neither``. ``id`` is the 1-based validation
-**file number**. With a majority of ``majority`` votes (3 of 5): ``given`` confirms the label;
-``guessed`` replaces it; ``both`` accepts either; ``neither`` and no majority drop the image.
-``given < majority`` is a validated label error (2,916 in the file). Images not in the file
-keep their label.
+**file number**. Images not in the file keep their label. Two readings:
+
+- **k-of-n** (the headline ``cleanlab-rectified`` rows, over every labeled prediction of the
+  run, as the paper's rectified errors are over the whole set): a prediction is right if it is
+  the given label, or cleanlab's guessed label with at least ``k`` of the 5 votes for
+  ``guessed`` or ``both``. Every image is judged.
+- **majority** (cleanlab's own reading): with a majority of ``majority`` votes (3 of 5),
+  ``given`` confirms the label; ``guessed`` replaces it; ``both`` accepts either; ``neither``
+  and no majority leave the image unjudged, so its rows are over fewer images, and the table
+  says how many it could not judge.
+
+``given < majority`` is a validated label error (2,916 in the file).
 """
 
 from __future__ import annotations
@@ -79,12 +87,21 @@ def read_cleanlab(text: str, source: str = "imagenet_mturk.json") -> list[Cleanl
 
 
 def cleanlab_table(
-    predictions: pa.Table, votes: Sequence[CleanlabVote], majority: int = 3
+    predictions: pa.Table, votes: Sequence[CleanlabVote], majority: int = 3, k: int = 3
 ) -> pa.Table:
-    """Accuracy with cleanlab's MTurk-validated corrections (module docstring), with counts."""
+    """Accuracy with cleanlab's MTurk-validated corrections, read both ways (module docstring),
+    with counts of what each reading could not judge.
+
+    Raises:
+        PublicDataError: ``k`` or ``majority`` is not between 1 and 5.
+    """
+    for name, value in (("k", k), ("majority", majority)):
+        if not 1 <= value <= 5:
+            raise PublicDataError(f"cleanlab: {name} must be between 1 and 5 votes, got {value}")
     preds = _predictions(predictions)
     by_id = {v.image_id: v for v in votes}
-    valid: dict[str, set[int]] = {}
+    k_of_n: dict[str, set[int]] = {}
+    by_majority: dict[str, set[int]] = {}
     categories: dict[str, int] = dict.fromkeys(
         ("confirmed", "guessed", "both", "neither", "no_majority"), 0
     )
@@ -94,32 +111,48 @@ def cleanlab_table(
             continue
         vote = by_id.get(image_id)
         if vote is None:
-            valid[image_id] = {p.label}
+            k_of_n[image_id] = by_majority[image_id] = {p.label}
             continue
         mismatched += vote.given != p.label
+        backed = vote.votes["guessed"] + vote.votes["both"] >= k
+        k_of_n[image_id] = {p.label, vote.guessed} if backed else {p.label}
         cat = vote.category(majority)
         categories[cat] += 1
         if cat == "confirmed":
-            valid[image_id] = {p.label}
+            by_majority[image_id] = {p.label}
         elif cat == "guessed":
-            valid[image_id] = {vote.guessed}
+            by_majority[image_id] = {vote.guessed}
         elif cat == "both":
-            valid[image_id] = {p.label, vote.guessed}
-    rows = _all_rows(preds) + _set_rows("cleanlab-rectified", preds, valid)
+            by_majority[image_id] = {p.label, vote.guessed}
+    rows = _all_rows(preds) + _set_rows(f"cleanlab-rectified ({k} of 5)", preds, k_of_n)
+    rows += _set_rows(
+        f"cleanlab majority-rule ({majority} of 5)",
+        preds,
+        by_majority,
+        same="images the majority rule judges",
+    )
     checked = sum(categories.values())
+    labeled = sum(p.label is not None for p in preds.values())
     rows += [
         _count("predictions among cleanlab's MTurk-checked candidates", checked),
         _count(
             "validated label errors among them (given < majority)",
             checked - categories["confirmed"],
         ),
-        _count("label replaced by cleanlab's guess", categories["guessed"]),
-        _count("both labels accepted", categories["both"]),
-        _count("dropped: neither label fits", categories["neither"]),
-        _count("dropped: no majority", categories["no_majority"]),
+        _count(f"guessed label also right: {k}+ votes for guessed or both", _backed(votes, k)),
+        _count("images the k-of-n reading could not judge", labeled - len(k_of_n)),
+        _count("majority rule: label replaced by cleanlab's guess", categories["guessed"]),
+        _count("majority rule: both labels accepted", categories["both"]),
+        _count("majority rule could not judge: neither label fits", categories["neither"]),
+        _count("majority rule could not judge: no majority", categories["no_majority"]),
         _count("candidates whose given label differs from the prediction table's", mismatched),
     ]
     return pa.Table.from_pylist(rows, schema=PUBLIC_SCHEMA)
+
+
+def _backed(votes: Sequence[CleanlabVote], k: int) -> int:
+    """Candidates whose guessed label has at least ``k`` votes for ``guessed`` or ``both``."""
+    return sum(v.votes["guessed"] + v.votes["both"] >= k for v in votes)
 
 
 def _read(text: str, source: str, params: Mapping[str, Any], read_text: ReadText) -> Any:
@@ -127,7 +160,7 @@ def _read(text: str, source: str, params: Mapping[str, Any], read_text: ReadText
 
 
 def _table(predictions: pa.Table, judgments: Any, params: Mapping[str, Any]) -> pa.Table:
-    return cleanlab_table(predictions, judgments, params["majority"])
+    return cleanlab_table(predictions, judgments, params["majority"], params["k"])
 
 
 register_source(
@@ -138,6 +171,6 @@ register_source(
         order=20,
         read=_read,
         table=_table,
-        params={"majority": 3},
+        params={"majority": 3, "k": 3},
     )
 )

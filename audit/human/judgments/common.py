@@ -88,16 +88,20 @@ def _count(measure: str, n: int) -> dict[str, Any]:
 
 
 def _set_rows(
-    name: str, preds: Mapping[str, _Pred], valid: Mapping[str, set[int]]
+    name: str,
+    preds: Mapping[str, _Pred],
+    valid: Mapping[str, set[int]],
+    same: str = "same images",
 ) -> list[dict[str, Any]]:
-    """Original and multi-label top-1/top-5 accuracy on the images ``valid`` covers."""
+    """Original and multi-label top-1/top-5 accuracy on the images ``valid`` covers (the
+    original rows are named ``original top-k accuracy, <same>``)."""
     both = [i for i in sorted(valid) if i in preds]
     labeled = [i for i in both if preds[i].label is not None]
     rows = []
     for k in (1, 5):
         rows.append(
             _row(
-                f"original top-{k} accuracy, same images",
+                f"original top-{k} accuracy, {same}",
                 (preds[i].label in preds[i].top5[:k] for i in labeled),
             )
         )
