@@ -17,6 +17,10 @@ class RayUnreachable(AuditError):
     """No Ray cluster answers at the address given (one line, for the CLI)."""
 
 
+LOCAL_IP_ENV = "AUDIT_RAY_NODE_IP"
+"""Environment variable: the address a local Ray instance binds to (default 127.0.0.1)."""
+
+
 def _probe(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast when nothing listens at a ``host:port`` address: ``ray.init`` would otherwise
     retry its connection for minutes. ``auto``, ``local`` and ``ray://`` addresses are left to
@@ -38,7 +42,9 @@ def _probe(address: str, timeout_s: float = 5.0) -> None:
 def start_ray(address: str | None = None, probe: bool = False) -> None:
     """Connect to ``address`` (or ``$RAY_ADDRESS``), or start a local Ray instance.
 
-    A local instance is started without the dashboard: progress is read from the run manifest.
+    A local instance is started without the dashboard (progress is read from the run manifest)
+    and bound to 127.0.0.1, so that nothing of it listens on the machine's network address;
+    ``$AUDIT_RAY_NODE_IP`` binds it to another address.
 
     Args:
         address: The cluster's address; None starts a local instance.
@@ -58,7 +64,20 @@ def start_ray(address: str | None = None, probe: bool = False) -> None:
             _probe(address)
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        # A local instance listens on the loopback interface only, unless the user asks.
+        # ray.init maps 127.0.0.1 to the machine's address unless Ray's loopback mode (its
+        # default on macOS and Windows) is on; it is read when the address is resolved.
+        bind = os.environ.get(LOCAL_IP_ENV, "127.0.0.1")
+        if bind == "127.0.0.1":
+            from ray._private import ray_constants
+
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        ray.init(
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            _node_ip_address=bind,
+        )
     import ray.data  # configures Ray Data's loggers on import; quiet them afterwards
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)

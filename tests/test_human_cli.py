@@ -196,3 +196,21 @@ def test_public_command_on_a_predictions_table(tmp_path: Path) -> None:
     assert m["ReaL top-1 accuracy"]["accuracy"] == pytest.approx(expected1)
     assert m["ReaL top-5 accuracy"]["accuracy"] == 1.0
     assert m["original top-1 accuracy, all labeled predictions"]["accuracy"] == 0.0
+
+
+def test_public_cleanlab_takes_k(tmp_path: Path) -> None:
+    ids = [f"ILSVRC2012_val_{i:08d}" for i in range(1, 301)]
+    pred_dir = tmp_path / "preds"
+    pred_dir.mkdir()
+    table = pa.table({"image_id": ids, "label": [0] * 300, "top5_classes": [[1, 0, 2, 3, 4]] * 300})
+    pq.write_table(table, pred_dir / "p.parquet")
+    mturk = SHARED_DATA / "cleanlab-label-errors" / "imagenet_mturk.json"
+    for k in (1, 5):
+        out_dir = tmp_path / f"k{k}"
+        invoke(
+            "public", "--predictions", str(pred_dir), "--cleanlab", str(mturk),
+            "--k", str(k), "--output", str(out_dir),
+        )  # fmt: skip
+        rows = pq.read_table(out_dir / "tables" / "public_cleanlab.parquet").to_pylist()
+        m = {r["measure"]: r for r in rows}
+        assert m[f"cleanlab-rectified ({k} of 5) top-1 accuracy"]["images"] == 300

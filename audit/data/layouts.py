@@ -41,11 +41,8 @@ Example::
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
-import os
 import posixpath
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -53,16 +50,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import fsspec
-from fsspec.asyn import AsyncFileSystem
-from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from audit.config import ConfigError, DataConfig, Layout
-from audit.data.classes import ClassIndex, imagenet_devkit_ids
-
-KAGGLE_LABELS = "LOC_val_solution.csv"
-DEVKIT_LABELS = "ILSVRC2012_validation_ground_truth.txt"
-KAGGLE_HEADER = ("ImageId", "PredictionString")
+from audit.data.classes import ClassIndex
+from audit.data.labels_files import (
+    DEVKIT_LABELS,
+    KAGGLE_LABELS,
+    parse_devkit,
+    parse_kaggle,
+    read_labels_file,
+)
+from audit.data.walk import cannot_list, entry_kind, find_files
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +215,7 @@ def _detect_layout(fs: AbstractFileSystem, root: str, classes: ClassIndex | None
     except OSError as exc:
         raise ConfigError(
             f"The 'data.source' folder {fs.unstrip_protocol(root)!r} could not be listed: "
-            f"{_cannot_list(fs, root, exc)}"
+            f"{cannot_list(fs, root, exc)}"
         ) from None
     files: set[str] = set()
     has_dirs = False
@@ -225,7 +224,7 @@ def _detect_layout(fs: AbstractFileSystem, root: str, classes: ClassIndex | None
         name = posixpath.basename(str(entry["name"]).rstrip("/"))
         if name.startswith("."):
             continue
-        if _kind(fs, entry) == "directory":
+        if entry_kind(fs, entry) == "directory":
             has_dirs = True
             class_dirs = class_dirs or (classes is not None and name in classes)
         else:
@@ -313,11 +312,11 @@ def _list_folder(
 
     prefix = root.rstrip("/") + "/"
     try:
-        found, unlisted = _find_files(fs, root)
+        found, unlisted = find_files(fs, root)
     except OSError as exc:  # an object store's one listing failed: nothing can be listed
         raise ConfigError(
             f"The 'data.source' folder {data.source!r} could not be listed: "
-            f"{_cannot_list(fs, root, exc)}"
+            f"{cannot_list(fs, root, exc)}"
         ) from None
     files: list[tuple[str, str]] = []  # (path relative to root, uri)
     for path in found:
@@ -365,11 +364,11 @@ def _label_files(
     if layout not in (Layout.KAGGLE, Layout.DEVKIT):
         raise ValueError(f"cannot list inputs of layout {layout.value!r}")
 
-    text = _read_labels_file(labels_fs, labels_path, labels_shown)
+    text = read_labels_file(labels_fs, labels_path, labels_shown)
     wnids = (
-        _parse_kaggle(text, labels_shown)
+        parse_kaggle(text, labels_shown)
         if layout is Layout.KAGGLE
-        else _parse_devkit(text, labels_shown)
+        else parse_devkit(text, labels_shown)
     )
     file_name = posixpath.basename(labels_path)
     out = []
@@ -385,95 +384,6 @@ def _label_files(
     return out
 
 
-def _find_files(fs: AbstractFileSystem, root: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """Every file under ``root`` and every folder that could not be listed, with why.
-
-    A filesystem with its own recursive listing (an object store: one request per 1,000 keys)
-    is listed with ``fs.find``; the others are walked folder by folder with ``fs.ls``, which
-    fsspec's own ``find`` does too, but silently leaves out a folder it cannot list.
-
-    Returns:
-        ``(file paths, [(folder path, one-line reason), ...])``; hidden entries (a name starting
-        with ``.``) are not descended into.
-
-    Raises:
-        OSError: ``fs.find`` failed (a walked filesystem reports failures in the second list,
-            the root's included).
-    """
-    if not isinstance(fs, LocalFileSystem) and not _finds_by_walking(fs):
-        return [str(p) for p in fs.find(root, withdirs=False)], []
-    return _walk(fs, root)
-
-
-def _finds_by_walking(fs: AbstractFileSystem) -> bool:
-    """Whether ``fs.find`` is fsspec's generic walk (one ``ls`` per folder, errors dropped)."""
-    if isinstance(fs, AsyncFileSystem):
-        return type(fs)._find is AsyncFileSystem._find
-    return type(fs).find is AbstractFileSystem.find
-
-
-def _walk(fs: AbstractFileSystem, root: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """:func:`_find_files` folder by folder; on local disk links are followed, and a link to a
-    folder that is already being walked (an ancestor, by device and inode) is reported, not
-    followed."""
-    local = isinstance(fs, LocalFileSystem)
-    files: list[str] = []
-    failures: list[tuple[str, str]] = []
-    stack: list[tuple[str, frozenset[tuple[int, int]]]] = [
-        (root, frozenset([_folder_key(root)]) if local else frozenset())
-    ]
-    while stack:
-        folder, ancestors = stack.pop()
-        try:
-            entries = fs.ls(folder, detail=True)
-        except OSError as exc:
-            failures.append((folder, _cannot_list(fs, folder, exc)))
-            continue
-        for entry in entries:
-            path = str(entry["name"]).rstrip("/")
-            if path == folder.rstrip("/") or posixpath.basename(path).startswith("."):
-                continue
-            if _kind(fs, entry) != "directory":
-                files.append(path)  # a broken link too: reading it gives its errors row
-                continue
-            if not local:
-                stack.append((path, ancestors))
-                continue
-            try:
-                key = _folder_key(path)
-            except OSError as exc:
-                failures.append((path, _cannot_list(fs, path, exc)))
-                continue
-            if key in ancestors:
-                failures.append(
-                    (
-                        path,
-                        f"symbolic link loop: {fs.unstrip_protocol(path)} leads back to "
-                        f"{os.path.realpath(path)}, a folder it lies in; not followed",
-                    )
-                )
-                continue
-            stack.append((path, ancestors | {key}))
-    return files, failures
-
-
-def _kind(fs: AbstractFileSystem, entry: Mapping[str, Any]) -> str:
-    """An ``ls`` entry's type, a local symbolic link's being its target's."""
-    if entry.get("islink") and isinstance(fs, LocalFileSystem):
-        return "directory" if os.path.isdir(str(entry["name"])) else "file"
-    return str(entry.get("type"))
-
-
-def _folder_key(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
-
-
-def _cannot_list(fs: AbstractFileSystem, path: str, exc: OSError) -> str:
-    detail = exc.strerror or str(exc) or "no reason given"
-    return f"{type(exc).__name__}: cannot list folder {fs.unstrip_protocol(path)}: {detail}"
-
-
 def _imagefolder_record(rel: str, uri: str, classes: ClassIndex) -> InputRecord:
     class_id, sep, _ = rel.partition("/")
     image_id = _image_id(rel)
@@ -485,93 +395,6 @@ def _imagefolder_record(rel: str, uri: str, classes: ClassIndex) -> InputRecord:
             image_id, uri, None, f"class folder {class_id!r} is not a class of {classes.name}"
         )
     return InputRecord(image_id, uri, label)
-
-
-# --------------------------------------------------------------------------- labels files
-
-
-def _read_labels_file(fs: AbstractFileSystem, path: str, shown: str) -> str:
-    try:
-        with fs.open(path, "rb") as f:
-            raw: bytes = f.read()
-    except (FileNotFoundError, IsADirectoryError):
-        raise ConfigError(
-            "The 'data.labels_file' field must name an existing labels file "
-            f"(it defaults to one inside data.source). Tried {shown!r}."
-        ) from None
-    except OSError as exc:
-        raise ConfigError(
-            f"The labels file {shown!r} could not be read: {type(exc).__name__}: {exc}"
-        ) from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ConfigError(f"The labels file {shown!r} is not UTF-8 text.") from None
-
-
-def _parse_kaggle(text: str, shown: str) -> dict[str, str]:
-    """``ImageId -> wnid`` from Kaggle's ``LOC_val_solution.csv``.
-
-    The label is the first token of ``PredictionString`` (``"n01751748 56 2 493 344 ..."``: a
-    WordNet id followed by its box, repeated per box). Blank lines are skipped; anything else
-    that does not fit, including an ImageId listed twice, raises ConfigError.
-    """
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None or tuple(h.strip() for h in header) != KAGGLE_HEADER:
-        raise ConfigError(
-            f"The labels file {shown!r} line 1 must be the header 'ImageId,PredictionString'. "
-            f"Got {','.join(header or [])!r} instead."
-        )
-    out: dict[str, str] = {}
-    first_line: dict[str, int] = {}
-    for row in reader:
-        line = reader.line_num
-        if not row:
-            continue
-        tokens = row[1].split() if len(row) == 2 else []
-        image_id = row[0].strip()
-        if not image_id or not tokens:
-            raise ConfigError(
-                f"The labels file {shown!r} line {line} must be 'ImageId,<wnid> <box> ...'. "
-                f"Got {','.join(row)!r} instead."
-            )
-        if image_id in out:
-            raise ConfigError(
-                f"The labels file {shown!r} line {line} repeats ImageId {image_id!r} "
-                f"(first on line {first_line[image_id]})."
-            )
-        out[image_id] = tokens[0]
-        first_line[image_id] = line
-    return out
-
-
-def _parse_devkit(text: str, shown: str) -> dict[str, str]:
-    """``image_id -> wnid`` from the devkit's ``ILSVRC2012_validation_ground_truth.txt``.
-
-    Line i (1-based) holds the devkit ``ILSVRC2012_ID`` of ``ILSVRC2012_val_{i:08d}``; devkit ids
-    are mapped to WordNet ids through :func:`imagenet_devkit_ids` (they are not torchvision
-    indices). Trailing blank lines are allowed; a blank line elsewhere would shift every later
-    image, so it raises ConfigError like any other malformed line.
-    """
-    devkit = imagenet_devkit_ids()
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    out: dict[str, str] = {}
-    for number, line in enumerate(lines, start=1):
-        value = line.strip()
-        wnid = devkit.get(int(value)) if value.isdigit() else None
-        if wnid is None:
-            raise ConfigError(
-                f"The labels file {shown!r} line {number} must hold a devkit ILSVRC2012_ID "
-                f"(1..{len(devkit)}). Got {line!r} instead."
-            )
-        out[f"ILSVRC2012_val_{number:08d}"] = wnid
-    return out
-
-
-# --------------------------------------------------------------------------- duplicates, subsets
 
 
 def _mark_duplicates(candidates: list[InputRecord]) -> list[InputRecord]:

@@ -242,6 +242,14 @@ def public(
         typer.Option(help="ImageFolder index -> file path JSON list, for index-only files."),
     ] = None,
     majority: Annotated[int, typer.Option(help="cleanlab: votes (of 5) making a majority.")] = 3,
+    k: Annotated[
+        int,
+        typer.Option(
+            "--k",
+            help="cleanlab: votes (of 5) for 'guessed' or 'both' that make the guessed label "
+            "right too (the k-of-n reading).",
+        ),
+    ] = 3,
     min_fraction: Annotated[
         float, typer.Option(help="MadryLab: fraction of workers that must select a class.")
     ] = 0.5,
@@ -249,8 +257,6 @@ def public(
     storage_options: StorageOpt = None,
 ) -> None:
     """ReaL, cleanlab-rectified and MadryLab accuracy of a predictions table (no study needed)."""
-    import pyarrow.dataset as pads
-
     options = parse_storage(storage_options)
     flagged = {"real": real, "cleanlab": cleanlab, "madrylab": madrylab}
     files = {name: path for name, path in flagged.items() if path}
@@ -265,22 +271,11 @@ def public(
         raise fail("give either a run folder or --predictions, not both or neither")
     if not files:
         raise fail("give at least one of " + ", ".join(get_source(n).flag for n in flagged))
-    if run is not None:
-        table = _run_predictions(run, options)
-        root = human_root(run, output)
-    else:
-        assert predictions is not None
-        fs, path = fsspec.core.url_to_fs(predictions, **options)
-        table = pads.dataset(path, format="parquet", filesystem=fs).to_table()
-        missing = {"image_id", "label", "top5_classes"} - set(table.column_names)
-        if missing:
-            raise fail(f"{predictions}: missing column(s) {sorted(missing)}")
-        if output is None:
-            raise fail("with --predictions, say where the tables go with --output")
-        root = output
+    table, root = _public_predictions(run, predictions, output, options)
     store = HumanStore(root, options)
     params = {
         "majority": majority,
+        "k": k,
         "min_fraction": min_fraction,
         "index_to_filepath": index_to_filepath,
     }
@@ -292,3 +287,22 @@ def public(
         store.write_parquet(f"{TABLES}/{name}.parquet", t)
         typer.echo(f"\n{name} -> {store.url(f'{TABLES}/{name}.parquet')}")
         typer.echo(format_table(t))
+
+
+def _public_predictions(
+    run: str | None, predictions: str | None, output: str | None, options: dict[str, Any]
+) -> tuple[pa.Table, str]:
+    """The predictions ``public`` judges (a run's, or a Parquet file's) and where its tables go."""
+    import pyarrow.dataset as pads
+
+    if run is not None:
+        return _run_predictions(run, options), human_root(run, output)
+    assert predictions is not None
+    fs, path = fsspec.core.url_to_fs(predictions, **options)
+    table = pads.dataset(path, format="parquet", filesystem=fs).to_table()
+    missing = {"image_id", "label", "top5_classes"} - set(table.column_names)
+    if missing:
+        raise fail(f"{predictions}: missing column(s) {sorted(missing)}")
+    if output is None:
+        raise fail("with --predictions, say where the tables go with --output")
+    return table, output
