@@ -5,8 +5,11 @@ options declared once for several commands (``--storage-options``; ``--set``, ``
 Whatever fails, a command prints one ``error: ...`` line on stderr and exits 1: a
 user-facing error (:class:`audit.errors.AuditError`) or storage refusing a read or a write
 (an ``OSError``, or one of the client libraries' own errors: botocore's connection errors are
-not ``OSError``\\ s). Secrets never reach that line: the values of the command's
-``--storage-options`` that look like credentials, the dashboard token, cloud credentials from
+not ``OSError``\\ s), a storage outage that outlasted the retries
+(:class:`audit.storage_errors.TransientStorageError`, also when a Ray task raised it), an fsspec
+option the filesystem does not take, or a corrupt JSON file (:func:`user_facing`). Secrets
+never reach that line: the values of the command's ``--storage-options`` that look like
+credentials, the dashboard token, cloud credentials from
 the environment and the ``user:password@`` of URLs are masked. Anything else is a bug and keeps
 its traceback (without local variables: every app sets ``pretty_exceptions_show_locals=False``).
 
@@ -159,18 +162,67 @@ def error_message(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     return _URL_USERINFO.sub(MASK + "@", text)
 
 
+# libraries whose TypeError "unexpected keyword argument" means an fsspec option they do not take
+_STORAGE_MODULES = ("fsspec", "s3fs", "gcsfs", "adlfs", "aiobotocore", "botocore", "aiohttp")
+
+
+def _raised_in_storage(exc: BaseException) -> bool:
+    """Whether ``exc``'s traceback passes through a storage library (:data:`_STORAGE_MODULES`)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.split(".")[0] in _STORAGE_MODULES:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def user_facing(exc: BaseException) -> BaseException | None:
+    """The error to report in one line for ``exc``, or None when ``exc`` is a bug (traceback).
+
+    That is ``exc`` itself for an :class:`AuditError` or a storage error
+    (:func:`storage_errors`); the :class:`~audit.storage_errors.TransientStorageError` it
+    carries, even as text only (a Ray task's error from a decode task that storage kept
+    failing); a ``ConfigError`` naming the option for a ``TypeError`` "unexpected keyword
+    argument" from a storage library (an fsspec option that filesystem does not take; its
+    value is not shown); and a ``ConfigError`` for a ``JSONDecodeError`` (a corrupt JSON file
+    such as a run's ``manifest.json``).
+    """
+    from audit.config import ConfigError
+    from audit.storage_errors import find_transient
+
+    transient = find_transient(exc)
+    if transient is not None:
+        return transient
+    if isinstance(exc, (AuditError, *storage_errors())):
+        return exc
+    option = isinstance(exc, TypeError) and "unexpected keyword argument" in str(exc)
+    if option and _raised_in_storage(exc):
+        return ConfigError(
+            f"a storage option is not accepted by the filesystem: {exc} "
+            "(check the storage_options / --storage-options names)"
+        )
+    if isinstance(exc, json.JSONDecodeError):
+        return ConfigError(
+            f"a JSON file is corrupt (a run's manifest.json?): {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}"
+        )
+    return None
+
+
 def one_line_errors(command: Command) -> Command:
-    """Wrap a command so that an :class:`AuditError` or a storage error ends it with one
-    ``error: ...`` line and exit code 1 (see the module docstring); put it under
-    ``@app.command()``."""
+    """Wrap a command so that an :class:`AuditError` or a storage error (what
+    :func:`user_facing` accepts) ends it with one ``error: ...`` line and exit code 1 (see the
+    module docstring); put it under ``@app.command()``."""
 
     @functools.wraps(command)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except Exception as exc:
-            if not isinstance(exc, (AuditError, *storage_errors())):
+            reported = user_facing(exc)
+            if reported is None:
                 raise
-            raise fail(error_message(exc, secrets_in(kwargs))) from None
+            raise fail(error_message(reported, secrets_in(kwargs))) from None
 
     return cast(Command, guarded)

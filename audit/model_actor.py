@@ -32,6 +32,7 @@ from audit.data.segments import encode_segments
 from audit.models import STANDARD, AuditModel, EvalTransform
 from audit.stages.explain import segment
 from audit.stages.registry import INPUTS, STAGES, Stage, StageContext
+from audit.storage_errors import TransientStorageError, describe, is_transient, secret_values
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,10 @@ def decode_batch(
     jpeg_draft: bool = False,
     transform: EvalTransform | dict[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Read and decode every row of ``batch``; failures become ``error``/``stage`` values.
+    """Read and decode every row of ``batch``; failures of a file become ``error``/``stage``
+    values, but a storage outage raises :class:`~audit.storage_errors.TransientStorageError`
+    (after :func:`audit.data.decode.read_bytes`'s retries), failing the task and the run, which
+    a rerun of the same run id resumes: an outage is not a property of the images.
 
     ``transform`` is the model's evaluation transform (or its ``to_dict()``); unset means the
     standard one (resize 256, crop 224). ``jpeg_draft`` decodes large JPEGs in PIL's draft mode (``data.jpeg_draft``; see
@@ -79,7 +83,13 @@ def decode_batch(
         except ImageLoadError as exc:
             errors[i], stages[i] = exc.reason, exc.stage
             continue
+        except TransientStorageError:
+            raise  # the storage, not the file: the task (and the run) fails, a rerun resumes
         except Exception as exc:  # an unexpected failure on one file must not sink the batch
+            if is_transient(exc):
+                raise TransientStorageError(
+                    f"reading {uri} failed: {describe(exc, secret_values(storage_options))}"
+                ) from exc
             errors[i], stages[i] = f"{type(exc).__name__}: {exc}", "decode"
             continue
         if segmentation and explain[i]:

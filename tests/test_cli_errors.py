@@ -5,6 +5,7 @@ never a traceback and never a secret. Every command that reads a run takes the o
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import fsspec
 import pytest
 import typer
 from conftest import free_port, moto_s3
+from fsspec.implementations.local import LocalFileSystem
 from test_human_export import make_run
 from typer.core import TyperGroup
 from typer.testing import CliRunner, Result
@@ -202,3 +204,91 @@ def test_human_commands_read_and_write_a_run_in_object_storage(tmp_path: Path) -
         assert result.exit_code == 0, result.output
         assert fs.exists("bucket/run/human/tables/public_real.parquet")
         assert SECRET not in result.output
+
+
+class ReadOnlyFileSystem(LocalFileSystem):
+    """The local disk as a read-only mount: creating a folder or writing a file is refused
+    with ``PermissionError`` (as root, mode bits would not refuse anything)."""
+
+    protocol = ("readonly",)
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> str:
+        path = str(path)
+        if path.startswith("readonly://"):
+            path = path[len("readonly://") :]
+        return str(super()._strip_protocol(path))
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    def _open(self, path: str, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
+        if "r" not in mode:
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return super()._open(path, mode, *args, **kwargs)
+
+
+def run_args(*extra: str) -> list[str]:
+    return [
+        "run",
+        "--set",
+        "data.limit=4",
+        "--set",
+        "attack.enabled=false",
+        "--no-progress",
+        *extra,
+    ]
+
+
+def test_run_with_a_regular_file_as_output_root_prints_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_local: None
+) -> None:
+    monkeypatch.setenv("AUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "a-file").write_text("not a folder")
+    line = one_error_line(runner.invoke(app, run_args("--output", str(tmp_path / "a-file"))))
+    assert str(tmp_path / "a-file") in line and "Not a directory" in line
+
+
+def test_run_with_a_read_only_output_folder_prints_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_local: None
+) -> None:
+    monkeypatch.setenv("AUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    fsspec.register_implementation("readonly", ReadOnlyFileSystem, clobber=True)
+    (tmp_path / "ro").mkdir()
+    out = f"readonly://{tmp_path / 'ro'}"
+    line = one_error_line(runner.invoke(app, run_args("--output", out, "--run-id", "r")))
+    assert str(tmp_path / "ro" / "r") in line and "Permission denied" in line
+
+
+def test_run_with_a_300_character_run_id_prints_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_local: None
+) -> None:
+    monkeypatch.setenv("AUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    args = run_args("--output", str(tmp_path / "out"), "--run-id", "r" * 300)
+    line = one_error_line(runner.invoke(app, args))
+    assert "File name too long" in line or "run_id" in line
+
+
+def test_resuming_a_run_with_a_corrupt_manifest_prints_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_local: None
+) -> None:
+    monkeypatch.setenv("AUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "out" / "half").mkdir(parents=True)
+    (tmp_path / "out" / "half" / "manifest.json").write_text('{"run_id": "half", "sta')
+    args = run_args("--output", str(tmp_path / "out"), "--run-id", "half")
+    line = one_error_line(runner.invoke(app, args))
+    assert "JSON" in line
+
+
+def test_run_with_an_unknown_s3fs_option_prints_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_local: None
+) -> None:
+    monkeypatch.setenv("AUDIT_CACHE_DIR", str(tmp_path / "cache"))
+    options = json.dumps({"no_such_s3fs_option": 1, "secret": SECRET})
+    args = run_args("--output", "s3://bucket/out", "--set", f"output.storage_options={options}")
+    line = one_error_line(runner.invoke(app, args))
+    assert "no_such_s3fs_option" in line
+    no_secret(line)

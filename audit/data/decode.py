@@ -10,6 +10,13 @@ normalisation by the model's mean/std happens inside the model wrapper.
 Odd but valid files decode like any other (grayscale, CMYK, RGBA, palette, 16-bit, a PNG under a
 ``.JPEG`` name, a 1x1 image). Broken ones raise :class:`ImageLoadError` with a short reason.
 
+**Storage faults are not bad images.** A read that fails transiently (refused or dropped
+connection, timeout, throttling, a server-side 5xx: :func:`audit.storage_errors.is_transient`) is
+retried :data:`READ_ATTEMPTS` times in all, waiting :data:`READ_BACKOFF_S` then twice as long
+before each later try; if it keeps failing, :func:`read_bytes` raises
+:class:`~audit.storage_errors.TransientStorageError`, which the decode task lets propagate so
+that the run fails and can be resumed, instead of recording an ``errors`` row.
+
 **JPEG draft mode** (``draft=True``, off by default): libjpeg can decode a JPEG at 1/2, 1/4 or
 1/8 scale in the DCT domain, skipping most of the inverse DCT and the colour conversion of the
 full-size image. :func:`decode_image` then asks for the smallest such scale whose shorter side
@@ -33,9 +40,17 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from audit.models.transform import IMAGENET_MEAN, IMAGENET_STD, MAX_ASPECT, STANDARD, EvalTransform
+from audit.storage_errors import TransientStorageError, retry, secret_values
 
 RESIZE = 256
 CROP = 224
+
+READ_ATTEMPTS = 4
+"""Tries per input read while storage fails transiently, before the read (and the run) fails."""
+
+READ_BACKOFF_S = 0.25
+"""Wait before the second read try; doubled before each later one (0.25 + 0.5 + 1 s in all)."""
+
 __all__ = ["CROP", "IMAGENET_MEAN", "IMAGENET_STD", "MAX_ASPECT", "RESIZE", "EvalTransform"]
 
 
@@ -54,10 +69,31 @@ class ImageLoadError(Exception):
 
 
 def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
-    """Fetch a file's bytes through fsspec; failures become ``ImageLoadError('read', ...)``."""
+    """Fetch a file's bytes through fsspec, retrying transient storage errors (module docstring).
+
+    Raises:
+        ImageLoadError: with stage ``read``: the file does not exist, is a folder, may not be
+            read, or the read failed with another (non-transient) ``OSError``.
+        TransientStorageError: the storage failed transiently on every one of the
+            :data:`READ_ATTEMPTS` tries; not a property of the file.
+    """
+    options = dict(storage_options or {})
+
+    def fetch() -> bytes:
+        with fsspec.open(uri, "rb", **options) as f:
+            got: bytes = f.read()
+        return got
+
     try:
-        with fsspec.open(uri, "rb", **dict(storage_options or {})) as f:
-            data: bytes = f.read()
+        data = retry(
+            fetch,
+            f"reading {uri}",
+            READ_ATTEMPTS,
+            READ_BACKOFF_S,
+            secrets=secret_values(options),
+        )
+    except TransientStorageError:
+        raise  # an OSError too: not a read error row
     except FileNotFoundError:
         raise ImageLoadError("read", "file not found (it disappeared after listing?)") from None
     except IsADirectoryError:
@@ -213,5 +249,11 @@ def load_image(
     transform: EvalTransform = STANDARD,
     draft: bool = False,
 ) -> np.ndarray:
-    """:func:`read_bytes` then :func:`decode_image`; raises :class:`ImageLoadError`."""
+    """:func:`read_bytes` then :func:`decode_image`.
+
+    Raises:
+        ImageLoadError: the file is missing or unreadable (``read``) or not a usable image
+            (``decode``).
+        TransientStorageError: the storage kept failing transiently (see :func:`read_bytes`).
+    """
     return decode_image(read_bytes(uri, storage_options), max_pixels, transform, draft=draft)
