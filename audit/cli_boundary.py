@@ -8,8 +8,9 @@ user-facing error (:class:`audit.errors.AuditError`) or storage refusing a read 
 not ``OSError``\\ s), a storage outage that outlasted the retries
 (:class:`audit.storage_errors.TransientStorageError`, also when a Ray task raised it), an fsspec
 option the filesystem does not take, or a corrupt JSON file (:func:`user_facing`). Secrets
-never reach that line: the values of the command's ``--storage-options`` that look like
-credentials, the dashboard token, cloud credentials from
+never reach that line: the values that look like credentials of the command's
+``--storage-options`` and of the ``storage_options`` of its ``--config`` file and ``--set``
+overrides, the dashboard token, cloud credentials from
 the environment and the ``user:password@`` of URLs are masked. Anything else is a bug and keeps
 its traceback (without local variables: every app sets ``pretty_exceptions_show_locals=False``).
 
@@ -122,16 +123,54 @@ def _secret_values(value: Any, secret: bool = False) -> Iterable[str]:
         yield from [text] if len(text) >= 4 else []  # shorter ones would mask ordinary words
 
 
+def _config_secrets(config: Any, overrides: Any) -> Iterable[str]:
+    """Credential-like values of every ``storage_options`` of a YAML config file (``config``,
+    the ``--config`` path) and of ``--set`` overrides (``output.storage_options={...}`` or
+    ``data.storage_options.secret=...``); a file or override that cannot be read is skipped
+    (loading it reports that)."""
+    import yaml
+
+    def in_options(value: Any) -> Iterable[str]:
+        if isinstance(value, Mapping):
+            for name, item in value.items():
+                if str(name) == "storage_options":
+                    yield from _secret_values(item)
+                else:
+                    yield from in_options(item)
+
+    if isinstance(config, str | os.PathLike) and str(config):
+        with (
+            contextlib.suppress(OSError, ValueError, yaml.YAMLError),
+            open(config, encoding="utf-8") as f,
+        ):
+            yield from in_options(yaml.safe_load(f))
+    for text in overrides if isinstance(overrides, list | tuple) else ():
+        key, _, raw = str(text).partition("=")
+        field = key.strip().split(".", 1)[-1]
+        if not field.startswith("storage_options"):
+            continue
+        sub = field[len("storage_options") :].lstrip(".")
+        if sub:  # data.storage_options.secret=...: secret by its name
+            yield from _secret_values({sub: raw.strip()})
+            continue
+        try:
+            yield from _secret_values(yaml.safe_load(raw))
+        except yaml.YAMLError:  # unparsable: mask the whole text
+            yield from _secret_values(raw.strip(), secret=True)
+
+
 def secrets_in(params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> set[str]:
     """The secrets a command's error line must not show: credential-like values of its
-    ``storage_options`` parameter (the ``--storage-options`` JSON), the dashboard token and
-    cloud credentials from ``env``."""
+    ``storage_options`` parameter (the ``--storage-options`` JSON), of the ``storage_options``
+    of its ``config`` file and ``overrides`` (``run``, ``submit``: :func:`_config_secrets`),
+    the dashboard token and cloud credentials from ``env``."""
     env = os.environ if env is None else env
     found: set[str] = set()
     text = params.get("storage_options")
     if isinstance(text, str):
         with contextlib.suppress(ValueError):  # bad JSON is reported without echoing it
             found.update(_secret_values(json.loads(text)))
+    found.update(_config_secrets(params.get("config"), params.get("overrides")))
     found.update(v for v in (env.get(name, "") for name in _SECRET_ENV) if len(v) >= 4)
     from audit.jobs.errors import JobsError
     from audit.jobs.tokens import find_token

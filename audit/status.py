@@ -43,6 +43,9 @@ class RunStatus:
         progress: The manifest's progress (:func:`audit.jobs.presentation.run_summary`).
         manifest: The manifest as JSON gave it (``status --json`` prints it as it is), None
             when there is none yet; :class:`audit.run.reader.RunReader` gives it typed.
+        verify: With ``--verify``: one line per committed file that is missing or altered
+            (:func:`audit.run.verify.verify_run`; empty: all are sound); None when not
+            verified (and then not in ``status --json``).
     """
 
     run_id: str | None
@@ -55,10 +58,21 @@ class RunStatus:
     job: dict[str, Any] | None
     progress: dict[str, Any] | None
     manifest: dict[str, Any] | None
+    verify: tuple[str, ...] | None = None
+
+    @property
+    def shown_state(self) -> str:
+        """The state as ``status`` prints it: ``succeeded, but 1 file is missing or altered``
+        when verified files are bad, else :attr:`state`."""
+        if not self.verify:
+            return self.state
+        n = len(self.verify)
+        bad = f"{n} file is" if n == 1 else f"{n} files are"
+        return f"{self.state}, but {bad} missing or altered"
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as one mapping, in ``status --json`` order."""
-        return {
+        out: dict[str, Any] = {
             "run_id": self.run_id,
             "state": self.state,
             "stale": self.stale,
@@ -70,6 +84,9 @@ class RunStatus:
             "progress": self.progress,
             "manifest": self.manifest,
         }
+        if self.verify is not None:
+            out["verify"] = list(self.verify)
+        return out
 
     def to_json(self) -> str:
         """What ``audit-cli status --json`` prints."""
@@ -131,6 +148,7 @@ def run_status(
     *,
     address: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    verify: bool = False,
 ) -> RunStatus:
     """The state of a run or job, merged from its manifest and the job writing it.
 
@@ -142,6 +160,8 @@ def run_status(
             dashboard). A run found under ``output`` only asks it when its manifest does not
             say 'succeeded', and quietly does without it when no cluster answers.
         storage_options: fsspec options for reading the run.
+        verify: Also check the committed files against the manifest
+            (:func:`audit.run.verify.verify_run`): :attr:`RunStatus.verify`.
 
     Raises:
         StatusError: with a one-line reason: no such run or job.
@@ -185,7 +205,16 @@ def run_status(
         job=job_info(job) if job is not None else None,
         progress=run_summary(manifest) if manifest else None,
         manifest=reader.raw_manifest if reader else None,
+        verify=_verify(folder, so) if verify and reader is not None and folder else None,
     )
+
+
+def _verify(folder: str, storage_options: Mapping[str, Any]) -> tuple[str, ...]:
+    """One line per missing or altered committed file of the run in ``folder``."""
+    from audit.run.verify import verify_run
+
+    report = verify_run(folder, storage_options)
+    return tuple(b.line() for b in report.bad)
 
 
 def _job_writing(

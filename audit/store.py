@@ -14,6 +14,8 @@ them, and changing a column is a breaking change.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import time
@@ -30,6 +32,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from audit.columns import IMAGE_ID, MODEL, RUN_ID, URI, Column, Table
 from audit.config import ConfigError
+from audit.run.manifest_types import FileChecksum
 from audit.stages.attack_table import ADVERSARIAL_TABLE
 from audit.stages.explain_table import EXPLANATIONS_TABLE
 from audit.stages.predict_table import PREDICTIONS_TABLE
@@ -143,6 +146,10 @@ WRITE_ATTEMPTS = 3
 WRITE_BACKOFF_S = 0.5
 """Wait before the second try; doubled before each later one."""
 
+OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss"})
+"""fsspec protocols of object stores: a root there starts with a bucket, which :class:`RunStore`
+checks for and never creates (``makedirs`` on s3fs would create it)."""
+
 
 def run_url(root: str, run_id: str) -> str:
     return root.rstrip("/") + "/" + run_id
@@ -169,6 +176,13 @@ class RunStore:
         self._parts: dict[str, int] = {}
         self.files: dict[str, list[str]] = {name: [] for name in SHIPPED_TABLES}
         self.rows: dict[str, int] = {name: 0 for name in SHIPPED_TABLES}
+        self.checksums: dict[str, FileChecksum] = {}
+        """Size and sha256 of each file written (or adopted with one), by relative path: the
+        manifest records those of the listed files."""
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.object_store = bool(set(protocols) & OBJECT_STORE_PROTOCOLS)
+        """Whether the root is on an object store, whose first path part is a bucket: then no
+        folder is ever created (creating one would create a missing bucket)."""
 
     @property
     def url(self) -> str:
@@ -216,14 +230,25 @@ class RunStore:
         """Create the run folder, replacing an existing run only if ``overwrite``
         (:meth:`refuse_existing` says what is a run; nothing else is ever deleted).
 
+        On an object store (:data:`OBJECT_STORE_PROTOCOLS`) the root's bucket must exist: it is
+        checked once here and never created (an object store has no folders to create).
+
         Raises:
-            ConfigError: the run exists and ``overwrite`` is false, or the path holds something
-                that is not a run.
+            ConfigError: the run exists and ``overwrite`` is false, the path holds something
+                that is not a run, or the root's bucket does not exist.
         """
+        if self.object_store:
+            bucket = self.path.split("/", 1)[0]
+            self.fs.invalidate_cache(bucket)
+            if not self.fs.exists(bucket):
+                raise ConfigError(
+                    f"output.root names bucket {bucket!r}, which does not exist: create it first"
+                )
         self.refuse_existing(overwrite)
         if self.fs.exists(self.path):
             self.fs.rm(self.path, recursive=True)
-        self.fs.makedirs(self.path, exist_ok=True)
+        if not self.object_store:
+            self.fs.makedirs(self.path, exist_ok=True)
 
     def write(
         self,
@@ -242,6 +267,10 @@ class RunStore:
         files is written). A failing write is retried
         :data:`WRITE_ATTEMPTS` times in all, with backoff, before it raises.
 
+        The file is encoded in memory and stored in one PUT; its size and sha256 go into
+        :attr:`checksums` (the manifest records them). On an object store no folder is created,
+        so a write into a bucket that is gone fails instead of creating it again.
+
         Raises:
             OSError: the storage refused every attempt; the file is then not recorded.
         """
@@ -256,13 +285,17 @@ class RunStore:
             name = f"part-{part:05d}"
         rel = f"{table}/{name}.parquet"
         full = self.path + "/" + rel
+        buffer = io.BytesIO()
+        pq.write_table(arrow, buffer, compression="zstd")
+        payload = buffer.getvalue()
 
         def put() -> None:
-            self.fs.makedirs(self.path + "/" + table, exist_ok=True)
-            with self.fs.open(full, "wb") as f:
-                pq.write_table(arrow, f, compression="zstd")
+            if not self.object_store:  # on an object store makedirs would create the bucket
+                self.fs.makedirs(self.path + "/" + table, exist_ok=True)
+            self.fs.pipe_file(full, payload)  # one PUT of the bytes hashed below
 
         self._retrying(f"writing {rel}", put)
+        self.checksums[rel] = FileChecksum(len(payload), hashlib.sha256(payload).hexdigest())
         if record:
             self.record(table, rel, arrow.num_rows)
         return rel
@@ -280,22 +313,49 @@ class RunStore:
             files.append(rel)
             self.rows[table] = self.rows.get(table, 0) + rows
 
-    def adopt(self, tables: Mapping[str, Mapping[str, Any]], keep: Callable[[str], bool]) -> None:
+    def adopt(
+        self, tables: Mapping[str, Mapping[str, Any]], keep: Callable[[str], bool]
+    ) -> dict[str, str]:
         """Take over the files an earlier attempt of this run committed (resume).
 
         Files listed in ``tables`` (the manifest's ``tables``) for which ``keep(rel)`` holds are
-        recorded as written, with their row counts read from their Parquet footers. Nothing is
-        deleted here: once a manifest listing only these is written, :meth:`remove_unlisted`
-        deletes the rest (uncommitted shards, an old ``selections``), so that a manifest on disk
-        never lists a file that is gone.
+        verified (:func:`audit.run.verify.check_file`: present, of the recorded size and sha256
+        when one is recorded, a readable Parquet footer) and, when sound, recorded as written
+        with their row counts read from their footers and their recorded checksums. A file that
+        fails is not recorded: it is returned, and the caller redoes what it held. Nothing is
+        deleted here: once a manifest listing only the adopted files is written,
+        :meth:`remove_unlisted` deletes the rest (uncommitted shards, an old ``selections``,
+        rejected files), so that a manifest on disk never lists a file that is gone.
+
+        Returns:
+            ``{relative path: why}`` of the kept files that were not adopted (empty when all
+            were).
+
+        Raises:
+            OSError: the storage refused a read (not taken as a bad file: nothing is redone).
         """
+        from audit.run.manifest_types import TableInfo
+        from audit.run.verify import check_file
+
+        rejected: dict[str, str] = {}
         for table in self.files:
-            listed = [rel for rel in tables.get(table, {}).get("files", []) if keep(rel)]
-            self.files[table] = listed
-            self.rows[table] = sum(
-                pq.ParquetFile(self.fs.open(self.path + "/" + rel, "rb")).metadata.num_rows
-                for rel in listed
-            )
+            info = TableInfo.from_json(tables.get(table, {}))
+            adopted, rows = [], 0
+            for rel in info.files:
+                if not keep(rel):
+                    continue
+                expected = info.checksums.get(rel)
+                found = check_file(self.fs, self.path + "/" + rel, expected)
+                if found.problem is not None:
+                    rejected[rel] = found.problem
+                    continue
+                adopted.append(rel)
+                rows += found.rows
+                if expected is not None:
+                    self.checksums[rel] = expected
+            self.files[table] = adopted
+            self.rows[table] = rows
+        return rejected
 
     def remove_unlisted(self) -> None:
         """Delete every file under the table folders that this store has not recorded."""

@@ -15,7 +15,7 @@ import pytest
 import audit.models as models
 from audit.models import registry
 
-ZOO = '''
+ZOO = """
 from audit.models.registry import ModelEntry, ModelSource
 
 
@@ -35,7 +35,7 @@ class TinyZoo(ModelSource):
 
 
 SOURCE = TinyZoo()
-'''
+"""
 
 
 @pytest.fixture

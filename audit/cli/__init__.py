@@ -5,6 +5,7 @@ One module per command group, each with its own Typer app:
 - :mod:`audit.cli.run`: ``run`` (the audit on a local Ray) and ``submit`` (as a Ray job);
 - :mod:`audit.cli.jobs`: ``status``, ``logs``, ``stop``, ``list``;
 - :mod:`audit.cli.models`: ``models``;
+- :mod:`audit.cli.verify`: ``verify`` (a run's committed files against its manifest);
 - :mod:`audit.human.cli`: the ``human`` group (human studies);
 - :mod:`audit.report.cli`: ``report`` (the HTML report).
 
@@ -25,6 +26,7 @@ import typer
 
 from audit.cli import jobs, models
 from audit.cli import run as run_group
+from audit.cli import verify as verify_group
 from audit.human.cli import app as human_app
 from audit.report.cli import report
 
@@ -41,7 +43,7 @@ def _adopt(*commands: Callable[..., Any]) -> None:
     (name, help...), in this order."""
     infos = {
         info.callback: info
-        for group in (run_group.app, jobs.app, models.app)
+        for group in (run_group.app, jobs.app, models.app, verify_group.app)
         for info in group.registered_commands
     }
     app.registered_commands.extend(infos[command] for command in commands)
@@ -50,6 +52,7 @@ def _adopt(*commands: Callable[..., Any]) -> None:
 _adopt(
     run_group.run,
     jobs.status,
+    verify_group.verify,
     run_group.submit,
     jobs.logs,
     jobs.stop,

@@ -34,7 +34,8 @@ def status_lines(st: RunStatus) -> list[str]:
     lines = []
     if job is not None:
         lines.append(f"job {job['submission_id']}: {job_status}  ({st.address})")
-    lines.append(f"run {st.run_id}  state: {st.state}  ({st.url})")
+    lines.append(f"run {st.run_id}  state: {st.shown_state}  ({st.url})")
+    lines += [f"  {line}" for line in st.verify or ()]
     if st.manifest is None:
         lines.append("  no manifest yet: the job has not started writing the run")
     else:
@@ -86,22 +87,36 @@ def status(
     ] = False,
     address: AddressOpt = None,
     storage_options: StorageOpt = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Also check the committed files against the manifest (size, sha256, "
+            "Parquet footer); exit 1 when one is missing or altered.",
+        ),
+    ] = False,
 ) -> None:
     """Print a run's state: the job's status, stages with progress, rows, errors, metrics.
 
     A run found under --output is read directly (a local `audit-cli run`); otherwise, or when
     its manifest does not say 'succeeded', the cluster's Jobs API is asked for the job writing
     that folder. A FAILED or STOPPED job wins over a manifest its driver could not update any
-    more, and a manifest written before the job started is an earlier attempt's.
+    more, and a manifest written before the job started is an earlier attempt's. With
+    --verify the committed files are checked too: 'succeeded, but N files are missing or
+    altered', one line per such file, and exit code 1.
     """
     from audit.status import run_status
 
-    st = run_status(run, output, address=address, storage_options=parse_storage(storage_options))
+    st = run_status(
+        run, output, address=address, storage_options=parse_storage(storage_options), verify=verify
+    )
     if as_json:
         typer.echo(st.to_json())
-        return
-    for line in status_lines(st):
-        typer.echo(line)
+    else:
+        for line in status_lines(st):
+            typer.echo(line)
+    if st.verify:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -59,11 +59,17 @@ def report(
     seed: Annotated[int, typer.Option(help="Seed of every sample.")] = _D.seed,
     storage_options: StorageOpt = None,
 ) -> None:
-    """Write a self-contained HTML report (tables, plots, image grids) of audit runs."""
+    """Write a self-contained HTML report (tables, plots, image grids) of audit runs.
+
+    Each run's committed files are verified first (as `audit-cli verify` does): a run with a
+    missing or altered file is refused, in one line naming the files."""
     from audit.report.bias import read_attributes, read_pairs
     from audit.report.build import make_report
+    from audit.run.verify import verify_run
 
     options = parse_storage(storage_options)
+    for run in runs:  # a run with a missing or altered committed file is refused, first
+        verify_run(run, options).raise_if_bad()
     cfg = ReportConfig(
         examples=examples,
         adversarial_examples=adversarial_examples,

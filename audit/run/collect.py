@@ -9,6 +9,7 @@ redoes exactly those.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -69,10 +70,30 @@ class ShardCollector:
 
         The files are only recorded here; the caller deletes the others once the manifest lists
         just these (``store.remove_unlisted``), so the manifest never names a deleted file.
+        Every file is verified first (:meth:`RunStore.adopt`): a committed shard with a file
+        that is missing, not of its recorded size or sha256, or with an unreadable footer is
+        not adopted (a warning names the file): its files are deleted with the others and the
+        shard is computed again.
         """
-        names = shard_files(committed)
-        self.store.adopt(tables, keep=lambda rel: rel in names)
-        self.ledger.adopt(committed)
+        from audit.run.verify import shard_of
+
+        kept = set(committed)
+        while True:  # ends: every rejected file is one of a kept shard's, which is dropped
+            names = shard_files(kept)
+            rejected = self.store.adopt(tables, keep=names.__contains__)
+            redo = {k for rel in rejected if (k := shard_of(rel)) is not None and k in kept}
+            for rel, why in sorted(rejected.items()):
+                logging.getLogger(__name__).warning(
+                    "run %s: committed file %s is not adopted (%s): shard %s is redone",
+                    self.plan.run_id,
+                    rel,
+                    why,
+                    shard_of(rel),
+                )
+            if not redo:
+                break
+            kept -= redo
+        self.ledger.adopt(kept)
         self.counters.refill(self.store.url, self.store.files, self.plan.cfg.output.storage_options)
 
     def add(self, batch: Batch) -> None:

@@ -15,7 +15,8 @@ from audit.run import graph, resume
 from audit.run.collect import ShardCollector
 from audit.run.counters import RunCounters
 from audit.run.finalize import Metric, finalize
-from audit.run.ledger import ShardLedger
+from audit.run.lease import LeaseLostError, RunLease
+from audit.run.ledger import ShardLedger, exit_after_commits_from_env
 from audit.run.manifest import RunManifest
 from audit.run.manifest_types import Manifest
 from audit.run.plan import RunPlan, build_plan, default_run_id
@@ -47,7 +48,9 @@ class RunResult:
     data_stats: str = ""
 
 
-def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult:
+def run_audit(
+    cfg: AuditConfig, progress: ProgressFn | None = None, *, lease_timeout_s: float | None = None
+) -> RunResult:
     """Run the audit pass end to end on the connected Ray cluster, or resume it.
 
     A run id whose earlier attempt did not finish is resumed: the shards that attempt committed
@@ -58,6 +61,9 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
     Args:
         cfg: A validated configuration.
         progress: Called with (done, total) after each batch of results.
+        lease_timeout_s: Seconds without a heartbeat after which another driver's lease on
+            the run is stale and taken over (``0``: always); None: ``$AUDIT_LEASE_TIMEOUT_S``,
+            else :data:`audit.run.lease.DEFAULT_TIMEOUT_S`.
 
     Returns:
         The run's id, folder, final manifest and metrics.
@@ -65,12 +71,39 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
     Raises:
         ConfigError: bad configuration, or a run that cannot be resumed; found before any work
             starts.
+        RunInUseError: another driver holds the run's lease (:mod:`audit.run.lease`); nothing
+            was touched.
     """
     run_id = cfg.output.run_id or default_run_id(cfg.model.name)
     store = RunStore(cfg.output.root, run_id, cfg.output.storage_options)
+    lease = RunLease(store.fs, store.path, run_id, store.url, lease_timeout_s)
+    lease.check()  # before anything is read, deleted or written
+    try:
+        return _run(cfg, run_id, store, lease, progress)
+    finally:
+        lease.release()
+
+
+def _run(
+    cfg: AuditConfig,
+    run_id: str,
+    store: RunStore,
+    lease: RunLease,
+    progress: ProgressFn | None,
+) -> RunResult:
+    """:func:`run_audit` once the lease is checked: takes it before the first write."""
     previous = previous_attempt(store, cfg.output.overwrite)  # before the model and listing
+    if previous is not None:
+        lease.take()  # the folder holds a run: the lease file does not make it "not a run"
     plan = build_plan(cfg, run_id, graph.cluster_gpus)
-    ledger = ShardLedger(plan.shard_sizes)
+    exit_hook = exit_after_commits_from_env()
+
+    def on_commit(shard: int, commits: int) -> None:
+        lease.refresh()  # a heartbeat with every commit
+        if exit_hook is not None:
+            exit_hook(shard, commits)
+
+    ledger = ShardLedger(plan.shard_sizes, on_commit=on_commit)
     manifest = RunManifest(plan, store, ledger)
     counters = RunCounters(plan.cfg, len(plan.model.classes))
     collector = ShardCollector(plan, store, ledger, manifest, counters)
@@ -82,7 +115,9 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
         )
         manifest.resume(previous, len(ledger.committed))
     else:
+        lease.check()  # again: planning took a while, and overwrite deletes the folder
         store.prepare(cfg.output.overwrite)
+        lease.take()  # after prepare: a folder holding only a lease would not be a run
         manifest.start()
     write_classes(plan, store)
     manifest.write("running")  # first, so that a failure from here on is recorded
@@ -101,7 +136,8 @@ def run_audit(cfg: AuditConfig, progress: ProgressFn | None = None) -> RunResult
         data_stats = graph.stream(plan, ledger.committed, on_batch, progress is None)
         metrics = finalize(plan, store, ledger, manifest, counters)
     except BaseException as exc:
-        record_failure(manifest, exc)
+        if not isinstance(exc, LeaseLostError):  # the manifest is the other driver's now
+            record_failure(manifest, exc)
         raise
     return RunResult(run_id, store.url, manifest.data, metrics, data_stats)
 

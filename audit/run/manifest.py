@@ -153,7 +153,8 @@ class RunManifest:
         self.manifest = replace(self.manifest, **changes)
 
     def write(self, state: str, error: str | None = None) -> None:
-        """Update the state, progress, shards and tables, and replace ``manifest.json``."""
+        """Update the state, progress, shards and tables (each listed file with the size and
+        sha256 the store recorded when it wrote it), and replace ``manifest.json``."""
         ledger = self.ledger
         elapsed = (self.predict_finished or time.time()) - self.started
         predict_state = {"running": "running", "succeeded": "done", "failed": "failed"}[state]
@@ -191,8 +192,16 @@ class RunManifest:
                 committed=tuple(sorted(ledger.committed)),
             ),
             tables={
-                name: TableInfo(rows=self.store.rows[name], files=tuple(self.store.files[name]))
-                for name in self.store.files
+                name: TableInfo(
+                    rows=self.store.rows[name],
+                    files=tuple(files),
+                    checksums={
+                        rel: self.store.checksums[rel]
+                        for rel in files
+                        if rel in self.store.checksums
+                    },
+                )
+                for name, files in self.store.files.items()
             },
         )
         self.store.write_manifest(self.manifest.to_json())

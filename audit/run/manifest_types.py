@@ -15,6 +15,9 @@ Format versions:
   source, transform nor weights sha256; read with the old fixed transform.
 - 2: the model section records its source, transform and weights sha256; a ``classes`` table.
 - 3: the model section lists the run's class ids in output-index order (``model.class_ids``).
+  Later writers of 3 also record each committed file's size and sha256 in its table's
+  ``checksums`` (an optional key: a 3 manifest without it reads, its files are checked for
+  existence and a readable Parquet footer only; ``audit-cli verify``, :mod:`audit.run.verify`).
 """
 
 from __future__ import annotations
@@ -279,18 +282,65 @@ class ShardsInfo:
 
 
 @dataclass(frozen=True)
+class FileChecksum:
+    """What a committed file was when it was written: its size and the sha256 of its bytes.
+
+    Attributes:
+        bytes: The file's size in bytes.
+        sha256: The hex sha256 of the whole file.
+    """
+
+    bytes: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bytes": self.bytes, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FileChecksum:
+        """Raises: ManifestError: not an object with an integer ``bytes`` and a ``sha256``."""
+        if not isinstance(data, Mapping):
+            raise ManifestError("a checksum in the manifest's 'tables' is not an object")
+        size, digest = data.get("bytes"), data.get("sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or not isinstance(digest, str):
+            raise ManifestError(
+                "a checksum in the manifest's 'tables' lacks an integer 'bytes' or a 'sha256'"
+            )
+        return cls(bytes=size, sha256=digest)
+
+
+@dataclass(frozen=True)
 class TableInfo:
-    """One entry of ``tables``: the committed files (relative to the run folder) and rows."""
+    """One entry of ``tables``: the committed files (relative to the run folder) and rows.
+
+    Attributes:
+        rows: The rows of all the files.
+        files: The committed files, relative to the run folder.
+        checksums: Size and sha256 of each file as it was written, by relative path; a file
+            without one (written before checksums were recorded) is checked for existence and
+            a readable Parquet footer only. Written only when there is one.
+    """
 
     rows: int = 0
     files: tuple[str, ...] = ()
+    checksums: Mapping[str, FileChecksum] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"rows": self.rows, "files": list(self.files)}
+        out: dict[str, Any] = {"rows": self.rows, "files": list(self.files)}
+        if self.checksums:
+            out["checksums"] = {rel: c.to_json() for rel, c in self.checksums.items()}
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TableInfo:
-        return cls(rows=int(data.get("rows") or 0), files=tuple(data.get("files") or ()))
+        checksums = data.get("checksums") or {}
+        if not isinstance(checksums, Mapping):
+            raise ManifestError("a table's 'checksums' in the manifest is not an object")
+        return cls(
+            rows=int(data.get("rows") or 0),
+            files=tuple(data.get("files") or ()),
+            checksums={str(rel): FileChecksum.from_json(c) for rel, c in checksums.items()},
+        )
 
 
 @dataclass(frozen=True)

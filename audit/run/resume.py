@@ -140,6 +140,8 @@ def model_and_device_changes(
 
 
 def committed_shards(previous: Manifest | Mapping[str, Any]) -> set[int]:
-    """The shards the manifest ``previous`` lists as committed."""
+    """The shards the manifest ``previous`` lists as committed. Listed is not yet kept:
+    :meth:`audit.run.collect.ShardCollector.adopt` verifies their files (size, sha256,
+    Parquet footer) and redoes a shard with a missing or altered one."""
     shards = Manifest.of(previous).shards
     return set(shards.committed) if shards is not None else set()
