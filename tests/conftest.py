@@ -27,6 +27,22 @@ SHARED_DATA = Path(os.environ.get("AUDIT_SHARED_DATA", Path(__file__).resolve().
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field")
 
 
+@pytest.fixture(autouse=True)
+def _no_handler_on_a_closed_stream() -> None:
+    """Point logging handlers whose stream is closed back at stderr. A library that sets up its
+    logging during a ``CliRunner.invoke`` (Ray Data does on import) keeps that invocation's
+    captured stderr, closed afterwards; a later test would see "--- Logging error ---" in its
+    output."""
+    import logging
+    import sys
+
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            stream = getattr(handler, "stream", None)
+            if isinstance(handler, logging.StreamHandler) and getattr(stream, "closed", False):
+                handler.stream = sys.stderr  # setStream would flush the closed one
+
+
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
     """One local Ray instance shared by every Ray test (Ray's test guide)."""

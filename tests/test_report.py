@@ -574,7 +574,7 @@ def test_cli_errors_are_one_line(demo_run: str, tmp_path: Path) -> None:
     result = runner.invoke(app, [str(tmp_path / "no-such-run")])
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0
-    assert "No run at" in result.output and "manifest.json not found" in result.output
+    assert "no-such-run: no manifest.json, not a run folder" in result.output
 
     bad = tmp_path / "attrs.csv"
     bad.write_text("image_id,attribute,value\nDEMO_val_00000005,dark,\n")

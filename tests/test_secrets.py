@@ -31,7 +31,7 @@ from audit.cli import app
 SECRET = "SeCrEt-" + uuid.uuid4().hex
 KEY = "AKIA" + uuid.uuid4().hex[:16].upper()
 CLI = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "audit-cli")
-BUCKET = "bucket"
+BUCKET = f"secrets-{uuid.uuid4().hex[:12]}"  # moto keeps buckets of earlier servers
 
 
 @pytest.fixture(scope="module")
