@@ -237,6 +237,8 @@ def test_run_shows_no_secret_on_failing_storage_and_on_success(
         assert done.stderr.decode().strip().splitlines()[-1].startswith("error: "), case
         assert_nowhere(done.stdout, done.stderr, folders=(work,))
 
+        if case != "unreachable":  # one case is enough for the config-file path (CI time)
+            continue
         # the same options in a YAML config file only, for the output and the data
         config = run_config(configs / f"{case}.yaml", root, case, options)
         done = run_cli(["-c", str(config), *extra], work, gcs)
