@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -116,7 +116,8 @@ class ModelActor:
     The stages come from :data:`audit.stages.registry.STAGES` (or ``stages``), in dependency
     order, each built with its config section. A stage that raises on a batch is retried image
     by image, so that only the culprits become error rows (stage: that stage's name); they leave
-    the batch and the later stages run on the others.
+    the batch and the later stages run on the others. A heavy stage (``unit_rows`` set) runs in
+    work units, and each finished unit's rows are yielded at once (:meth:`__call__`).
 
     Args:
         model_ref: An object-store reference to the :class:`~audit.models.AuditModel` the driver
@@ -150,6 +151,9 @@ class ModelActor:
         if device == "cpu":
             torch.set_num_threads(predict.cpu_threads or os.cpu_count() or 1)
         self.device = torch.device(device)
+        # (outside Ray, in tests, asking would start a local Ray instance)
+        self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        """The Ray node this actor runs on (each output batch's ``node_id`` column)."""
         model: AuditModel = (
             ray.get(model_ref) if isinstance(model_ref, ray.ObjectRef) else model_ref
         )
@@ -167,21 +171,43 @@ class ModelActor:
         }
         """The enabled stages' output columns, in the order they are added."""
 
-    def _process(self, inputs: Batch) -> tuple[np.ndarray, Batch, dict[int, tuple[str, str]]]:
-        """Every enabled stage on the decoded images ``inputs``, in dependency order.
+    def _process(
+        self, inputs: Batch, failed: dict[int, tuple[str, str]]
+    ) -> Iterator[tuple[np.ndarray, Batch]]:
+        """Every enabled stage on the decoded images ``inputs``, in dependency order and in
+        work units: the cheap stages on the whole batch, a heavy stage (``unit_rows``) and the
+        stages after it on its light rows together, then on units of its heavy rows.
 
-        Returns:
-            The rows (positions in ``inputs``) every stage ran on, their columns, and the rows a
-            stage failed on: position -> (stage, reason).
+        Args:
+            inputs: The rows that reached the model (:data:`INPUTS` columns).
+            failed: Filled as stages fail on rows: position in ``inputs`` -> (stage, reason).
+
+        Yields:
+            Per finished group, the rows (positions in ``inputs``) every stage ran on and their
+            columns; every row of ``inputs`` ends in one group or in ``failed``.
         """
         rows = np.arange(len(inputs["image"]))
-        cols: Batch = {}
-        state: dict[str, Any] = {}
-        failed: dict[int, tuple[str, str]] = {}
-        for stage in self.stages:
+        yield from self._run(inputs, self.stages, rows, {}, {}, failed, split=True)
+
+    def _run(
+        self,
+        inputs: Batch,
+        stages: Sequence[Stage],
+        rows: np.ndarray,
+        cols: Batch,
+        state: dict[str, Any],
+        failed: dict[int, tuple[str, str]],
+        split: bool,
+    ) -> Iterator[tuple[np.ndarray, Batch]]:
+        """``stages`` one after another on ``rows`` (with their ``cols`` and ``state`` so far);
+        at a heavy stage (the first one too when ``split``), :meth:`_units` takes over."""
+        for i, stage in enumerate(stages):
             if not len(rows):
                 break
             batch = {**{k: v[rows] for k, v in inputs.items()}, **cols}
+            if stage.unit_rows is not None and (split or i > 0):
+                yield from self._units(inputs, stages[i:], rows, cols, state, failed, batch)
+                return
             try:
                 cols.update(stage.run(batch, state))
                 continue
@@ -193,7 +219,35 @@ class ModelActor:
             rows = rows[keep]
             cols = {k: v[keep] for k, v in cols.items()}
             cols.update(out)
-        return rows, cols, failed
+        yield rows, cols
+
+    def _units(
+        self,
+        inputs: Batch,
+        stages: Sequence[Stage],
+        rows: np.ndarray,
+        cols: Batch,
+        state: dict[str, Any],
+        failed: dict[int, tuple[str, str]],
+        batch: Batch,
+    ) -> Iterator[tuple[np.ndarray, Batch]]:
+        """``stages`` (a heavy one first) on ``rows`` in groups: the rows it calls light all
+        together, then its heavy rows ``unit_rows`` at a time, each group to the end."""
+        heavy = np.asarray(stages[0].heavy_rows(batch), dtype=bool)
+        size = max(1, int(stages[0].unit_rows or 1))
+        light, hard = np.flatnonzero(~heavy), np.flatnonzero(heavy)
+        groups = [light] if len(light) else []
+        groups += [hard[j : j + size] for j in range(0, len(hard), size)]
+        for pos in groups:
+            yield from self._run(
+                inputs,
+                stages,
+                rows[pos],
+                {k: v[pos] for k, v in cols.items()},
+                {k: _take(v, pos) for k, v in state.items()},
+                failed,
+                split=False,
+            )
 
     @staticmethod
     def _per_image(
@@ -226,27 +280,67 @@ class ModelActor:
         new_state = {k: _concat([m[k] for m in states]) for k in states[0]} if states else {}
         return out, np.array(keep, dtype=np.int64), new_state
 
-    def __call__(self, batch: Batch) -> Batch:
+    def __call__(self, batch: Batch) -> Iterator[Batch]:
+        """The output rows of ``batch``, as complete output batches (every column) yielded as
+        they are done: the light rows (and the rows that came with an error) after the cheap
+        stages, then each work unit of a heavy stage; a row that fails goes with the next
+        batch out. Every row comes out exactly once, in input order within a batch.
+
+        Ray Data hands each yield on as a block of its own only where the dataset's
+        ``target_max_block_size`` is below it (``data.flush_units``, :mod:`audit.run.units`);
+        otherwise it gathers a task's yields into one block.
+        """
+        for _, rows in self._batches(batch):
+            yield rows
+
+    def _batches(self, batch: Batch) -> Iterator[tuple[np.ndarray, Batch]]:
+        """:meth:`__call__`'s batches, each with its rows' positions in ``batch``."""
         n = len(batch["image_id"])
         errors = np.asarray(batch["error"], dtype=object).copy()
         stages = np.asarray(batch["stage"], dtype=object).copy()
         out: Batch = {}
         ok = np.flatnonzero(errors == "")
-        if len(ok):
-            inputs = {k: batch[k][ok] for k in INPUTS}
-            rows, cols, failed = self._process(inputs)
+        pending = np.ones(n, dtype=bool)  # rows not handed on yet
+        failed: dict[int, tuple[str, str]] = {}
+        groups = self._process({k: batch[k][ok] for k in INPUTS}, failed) if len(ok) else ()
+        for rows, cols in groups:
             self._fill(out, n, ok[rows], cols)
             for j, (stage, reason) in failed.items():
                 errors[ok[j]], stages[ok[j]] = reason, stage
+            ready = np.zeros(n, dtype=bool)
+            ready[ok[rows]] = True
+            ready = pending & (ready | (errors != ""))
+            if ready.any():
+                pending &= ~ready
+                sel = np.flatnonzero(ready)
+                yield sel, self._rows(batch, sel, errors, stages, out)
+        if pending.any() or not n:
+            sel = np.flatnonzero(pending)
+            yield sel, self._rows(batch, sel, errors, stages, out)
+
+    def run_batch(self, batch: Batch) -> Batch:
+        """Every batch :meth:`__call__` yields for ``batch``, merged back in its row order: the
+        one batch the actor returned before work units (for tests and notebooks)."""
+        parts = list(self._batches(batch))
+        order = np.argsort(np.concatenate([sel for sel, _ in parts]))
+        return {k: np.concatenate([p[k] for _, p in parts])[order] for k in parts[0][1]}
+
+    def _rows(
+        self, batch: Batch, sel: np.ndarray, errors: np.ndarray, stages: np.ndarray, out: Batch
+    ) -> Batch:
+        """The output batch of the rows ``sel`` (positions in ``batch``). Every batch the actor
+        yields is built here, so a key added to this dict is in all of them."""
+        n = len(batch["image_id"])
         return {
-            "image_id": batch["image_id"],
-            "uri": batch["uri"],
-            "label": batch["label"],
-            "shard": np.asarray(batch.get("shard", np.full(n, -1)), dtype=np.int64),
-            "error": errors,
-            "stage": stages,
-            "segments": batch["segments"],
-            **self._complete(out, n),
+            "image_id": batch["image_id"][sel],
+            "uri": batch["uri"][sel],
+            "label": batch["label"][sel],
+            "shard": np.asarray(batch.get("shard", np.full(n, -1)), dtype=np.int64)[sel],
+            "error": errors[sel],
+            "stage": stages[sel],
+            "segments": batch["segments"][sel],
+            "node_id": np.full(len(sel), self.node_id, dtype=object),  # manifest, not a table
+            **self._complete({k: v[sel] for k, v in out.items()}, len(sel)),
         }
 
     def _fill(self, out: Batch, n: int, rows: np.ndarray, cols: Batch) -> None:
@@ -266,6 +360,13 @@ class ModelActor:
                 if out[name].dtype == object:
                     out[name][:] = col.empty
         return out
+
+
+def _take(value: Any, pos: np.ndarray) -> Any:
+    """The rows ``pos`` of a row-aligned state value (a torch tensor or a numpy array)."""
+    if isinstance(value, torch.Tensor):
+        return value[torch.as_tensor(pos, dtype=torch.long, device=value.device)]
+    return value[pos]
 
 
 def _concat(parts: list[Any]) -> Any:

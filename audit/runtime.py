@@ -81,3 +81,16 @@ def start_ray(address: str | None = None, probe: bool = False) -> None:
     import ray.data  # configures Ray Data's loggers on import; quiet them afterwards
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    show_run_logs()
+
+
+def show_run_logs() -> None:
+    """Send the ``audit`` loggers' INFO lines to stderr (the run's start line, the wait for the
+    autoscaler's nodes: :mod:`audit.run.devices`), unless the application configured them."""
+    logger = logging.getLogger("audit")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ class LocalCluster:
     address: str
     token: str
     temp_dir: str
+    gcs_address: str = ""
 
     def env(self, *, token: bool = True, home: str | None = None) -> dict[str, str]:
         """Environment for a client process: the token (or none at all) and the address."""
@@ -67,10 +68,12 @@ def _processes() -> dict[int, tuple[int, str]]:
     return out
 
 
-def _cluster_pids(temp_dir: str) -> set[int]:
-    """Processes whose command line names ``temp_dir``, and all their descendants."""
+def _cluster_pids(temp_dir: str, markers: Sequence[str] = ()) -> set[int]:
+    """Processes whose command line names ``temp_dir`` or one of ``markers``, and all their
+    descendants."""
     procs = _processes()
-    mine = {pid for pid, (_, cmd) in procs.items() if temp_dir in cmd}
+    names = (temp_dir, *markers)
+    mine = {pid for pid, (_, cmd) in procs.items() if any(n in cmd for n in names)}
     grew = True
     while grew:
         more = {pid for pid, (ppid, _) in procs.items() if ppid in mine} - mine
@@ -83,23 +86,35 @@ def _cluster_pids(temp_dir: str) -> set[int]:
     return mine - ancestors - {os.getpid()}
 
 
-def stop_cluster(temp_dir: str, grace: float = 10.0) -> None:
-    """SIGTERM this cluster's processes, then SIGKILL what is left after ``grace`` seconds."""
-    pids = _cluster_pids(temp_dir)
+def stop_cluster(temp_dir: str, grace: float = 10.0, markers: Sequence[str] = ()) -> None:
+    """SIGTERM this cluster's processes, then SIGKILL what is left after ``grace`` seconds.
+
+    ``markers``: other strings that only this cluster's command lines hold (its GCS address:
+    the Ray client server names that, not the temp dir)."""
+    pids = _cluster_pids(temp_dir, markers)
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and (pids & _cluster_pids(temp_dir)):
+    while time.monotonic() < deadline and (pids & _cluster_pids(temp_dir, markers)):
         time.sleep(0.5)
-    for pid in pids | _cluster_pids(temp_dir):
+    for pid in pids | _cluster_pids(temp_dir, markers):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
 
 
-def start_cluster(temp_dir: str, num_cpus: int = 2) -> LocalCluster:
+def start_cluster(
+    temp_dir: str,
+    num_cpus: int = 2,
+    port: int | None = None,
+    extra_args: Sequence[str] = (),
+    extra_env: Mapping[str, str] | None = None,
+) -> LocalCluster:
+    """Start the head: GCS on ``port`` (a free one by default), ``extra_args`` added to
+    ``ray start`` and ``extra_env`` to its environment."""
     token = secrets.token_hex(32)
     dash = free_port()
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
     env.update(
         RAY_AUTH_MODE="token",
@@ -108,12 +123,13 @@ def start_cluster(temp_dir: str, num_cpus: int = 2) -> LocalCluster:
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
         AUDIT_CACHE_DIR=str(Path(temp_dir) / "cache"),  # the demo set, rendered per cluster
     )
+    env.update(extra_env or {})
     cmd = [
         str(VENV_BIN / "ray"),
         "start",
         "--head",
         "--node-ip-address=127.0.0.1",
-        f"--port={free_port()}",
+        f"--port={port}",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dash}",
         f"--dashboard-agent-listen-port={free_port()}",
@@ -125,6 +141,7 @@ def start_cluster(temp_dir: str, num_cpus: int = 2) -> LocalCluster:
         "--num-gpus=0",
         "--disable-usage-stats",
         f"--temp-dir={temp_dir}",
+        *extra_args,
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     if proc.returncode != 0:
@@ -145,7 +162,9 @@ def start_cluster(temp_dir: str, num_cpus: int = 2) -> LocalCluster:
             stop_cluster(temp_dir)
             raise RuntimeError(f"the dashboard at {address} did not come up")
         time.sleep(1)
-    return LocalCluster(address=address, token=token, temp_dir=temp_dir)
+    return LocalCluster(
+        address=address, token=token, temp_dir=temp_dir, gcs_address=f"127.0.0.1:{port}"
+    )
 
 
 @contextlib.contextmanager

@@ -142,7 +142,8 @@ def moto_s3(key: str, secret: str, bucket: str) -> Iterator[dict[str, Any]]:
 #
 # Markers (registered in pyproject.toml; docs/development.md has the commands):
 #   cluster  the test uses a `ray start --head` cluster (tests/cluster_fixtures.py): automatic
-#            when the test or one of its fixtures calls token_cluster/start_cluster.
+#            when the test or one of its fixtures calls token_cluster/start_cluster, or
+#            autoscaling_cluster (tests/autoscaling_fixtures.py).
 #   browser  the test drives a real headless Chromium through Selenium: automatic when the test
 #            or one of its fixtures uses webdriver or test_report's chromium() helper.
 #   slow     end to end and long (a full demo run, a Ray job, a benchmark, a run over many
@@ -150,7 +151,7 @@ def moto_s3(key: str, secret: str, bucket: str) -> Iterator[dict[str, Any]]:
 #            (@pytest.mark.slow) on the others.
 # `make test` runs everything; `make test-fast` runs -m "not slow and not cluster and not browser".
 
-CLUSTER_NAMES = frozenset({"token_cluster", "start_cluster"})
+CLUSTER_NAMES = frozenset({"token_cluster", "start_cluster", "autoscaling_cluster"})
 BROWSER_NAMES = frozenset({"webdriver", "chromium", "selenium"})
 # (module, fixture) pairs whose setup is itself a long end-to-end run
 SLOW_FIXTURES = frozenset(

@@ -217,6 +217,8 @@ def test_job_entrypoint_runs_on_its_own(tmp_path: Path, demo_cache: str) -> None
             "--set",
             "data.limit=40",
             "--set",
+            "explain.n_samples=100",
+            "--set",
             f"output.root={tmp_path}",
             "--set",
             "output.run_id=job",

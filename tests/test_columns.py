@@ -132,7 +132,7 @@ def test_actor_fills_every_declared_column_for_skipped_images(
         "error": np.array(["bad", "bad"], dtype=object),
         "stage": np.array(["decode", "decode"], dtype=object),
     }
-    out = actor(batch)
+    out = actor.run_batch(batch)
     expected = [c for s in actor.stages for c in s.outputs()]
     assert [k for k in out if k in actor.columns] == [c.name for c in expected]
     for c in expected:

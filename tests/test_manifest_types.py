@@ -58,7 +58,13 @@ def v3_manifest() -> dict[str, Any]:
             "class_ids": ["digit_0", "digit_1"],
         },
         "data": {"source": ["a", "b"], "layout": "imagefolder", "inputs": 3, "fingerprint": "f"},
-        "execution": {"device": "cpu", "num_actors": 1},
+        "execution": {
+            "device": "cpu",
+            "num_actors": 1,
+            "accelerator_type": None,
+            "resources": {"fake_gpu": 1.0},
+            "nodes": ["a" * 56, "b" * 56],
+        },
         "versions": {"python": "3.11"},
         "stages": {
             "list": {"state": "done", "seconds": 0.1, "records": 3, "errors": 0},
@@ -218,3 +224,15 @@ def test_the_reader_reads_the_manifest_once(tmp_path: Path) -> None:
     assert reader.manifest.state == "running"
     (tmp_path / "r" / "manifest.json").write_text(json.dumps({"run_id": "r", "state": "failed"}))
     assert reader.manifest.state == "running" and RunReader(url).manifest.state == "failed"
+
+
+def test_execution_nodes_and_resources_round_trip_and_older_manifests_read() -> None:
+    from audit.run.manifest_types import ExecutionInfo
+
+    info = ExecutionInfo("cuda", 2, "A10G", {"fake_gpu": 1.0}, ("n2", "n1"))
+    back = ExecutionInfo.from_json(json.loads(json.dumps(info.to_json())))
+    assert back.nodes == ("n1", "n2")  # sorted
+    assert (back.device, back.num_actors, back.accelerator_type) == ("cuda", 2, "A10G")
+    assert back.resources == {"fake_gpu": 1.0}
+    old = ExecutionInfo.from_json({"device": "cpu", "num_actors": 1})  # before these fields
+    assert (old.accelerator_type, dict(old.resources), old.nodes) == (None, {}, ())

@@ -361,7 +361,7 @@ def test_explain_which_images(
         "cpu",
         sections={"attack": cfg.attack, "explain": cfg.explain},
     )
-    out = actor(batch)
+    out = actor.run_batch(batch)
     explained = 0
     for i, r in enumerate(records):
         variants = [e["variant"] for e in json.loads(out["explanations"][i] or "[]")]
@@ -444,7 +444,7 @@ def test_a_file_listed_twice_is_one_input(tmp_path: Path, ray_local: None) -> No
     cfg = build_config(
         {
             "data": {"source": [paths[0], paths[1], Path(paths[0]).as_uri()]},
-            "model": {"name": "resnet18", "weights": "random"},
+            "model": {"name": "demo_digits"},
             "attack": {"enabled": False},
             "explain": {"enabled": False},
             "criticism": {"enabled": False},

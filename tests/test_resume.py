@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import fsspec
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from fsspec.implementations.local import LocalFileSystem
@@ -28,8 +29,10 @@ from audit.config.checks import Checked
 from audit.model_actor import ModelActor, decode_batch
 from audit.models import AuditModel
 from audit.run import run_audit
+from audit.run.lease import LEASE
 from audit.run.ledger import EXIT_AFTER_COMMITS_CODE, EXIT_AFTER_COMMITS_ENV
 from audit.run.tables import per_image_tables
+from audit.run.verify import verify_run
 from audit.stages.registry import STAGES, StageBase
 from audit.store import read_manifest, read_table
 
@@ -130,12 +133,12 @@ def committed_shards(run: Path) -> int:
         return 0
 
 
-def test_killed_driver_then_rerun_equals_uninterrupted_run(
-    tmp_path: Path, reference: str, demo_cache: str
-) -> None:
+def killed_driver(raw: dict[str, Any], commits: int, cache: str) -> int:
+    """Run ``raw`` in a driver process of its own on this session's Ray, ended by the test-only
+    hook (``os._exit``: no cleanup, like SIGKILL) right after its ``commits``-th shard commit is
+    in the manifest: the same point on every run. Returns the driver's pid."""
     import ray
 
-    raw = small_config(tmp_path, "killed")
     script = (
         "import json, sys, ray\n"
         "from audit.config import build_config\n"
@@ -143,33 +146,62 @@ def test_killed_driver_then_rerun_equals_uninterrupted_run(
         "ray.init(address=sys.argv[1], logging_level='WARNING')\n"
         "run_audit(build_config(json.loads(sys.argv[2])))\n"
     )
-    # the test-only hook ends the driver (os._exit: no cleanup, like SIGKILL) right after its
-    # second shard commit is in the manifest: the same point on every run
-    env = {**os.environ, "AUDIT_CACHE_DIR": demo_cache, EXIT_AFTER_COMMITS_ENV: "2"}
-    driver = subprocess.run(
+    env = {**os.environ, "AUDIT_CACHE_DIR": cache, EXIT_AFTER_COMMITS_ENV: str(commits)}
+    driver = subprocess.Popen(
         [sys.executable, "-c", script, ray.get_runtime_context().gcs_address, json.dumps(raw)],
         cwd=REPO,
         env=env,
-        timeout=600,
     )
-    assert driver.returncode == EXIT_AFTER_COMMITS_CODE
+    assert driver.wait(timeout=600) == EXIT_AFTER_COMMITS_CODE
+    return driver.pid
+
+
+def flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_killed_driver_then_damaged_files_then_rerun_equals_uninterrupted_run(
+    tmp_path: Path, reference: str, demo_cache: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One killed driver, three guarantees: only committed shards are listed and the lease is
+    left behind (a killed driver cannot clean up); after three of its four committed files are
+    truncated, altered and deleted, the rerun takes the dead driver's lease over, redoes exactly
+    those shards and ends equal to an uninterrupted run."""
+    raw = small_config(tmp_path, "killed")
+    pid = killed_driver(raw, commits=4, cache=demo_cache)
     run = tmp_path / "killed"
     before = json.loads((run / "manifest.json").read_text())
     assert before["state"] == "running"  # the driver had no chance to say anything
     done_before = before["shards"]["committed"]
-    assert len(done_before) == 2 < before["shards"]["total"]
+    assert len(done_before) == 4 < before["shards"]["total"]
     # files of shards in flight may be on disk, but only the committed ones are listed
     listed = {f for t in before["tables"].values() for f in t["files"]}
     assert {f for f in listed if "shard-" in f} <= {
         f"{t}/shard-{k:05d}.parquet" for t in per_image_tables() for k in done_before
     }
+    assert json.loads((run / LEASE).read_text())["pid"] == pid
 
+    damaged = [f for f in before["tables"]["predictions"]["files"] if "shard-" in f]
+    assert len(damaged) == 4
+    data = (run / damaged[0]).read_bytes()
+    (run / damaged[0]).write_bytes(data[: len(data) - 20])  # truncated
+    flip_byte(run / damaged[1])  # altered, same size
+    (run / damaged[2]).unlink()  # missing
+    assert pq.ParquetFile(run / damaged[3]).metadata.num_rows  # the fourth is intact
+
+    caplog.set_level("WARNING")
     result = run_audit(build_config(raw))  # the same run id: resumes
     m = result.manifest
     assert m["state"] == "succeeded"
-    assert m["attempts"][-1]["committed_shards_at_start"] == len(done_before)
+    assert m["attempts"][-1]["committed_shards_at_start"] == 1
+    for rel in damaged[:3]:
+        assert rel in caplog.text
+    assert not (run / LEASE).exists()
     assert_exactly_once(str(run))
     assert_same_tables(str(run), reference)
+    assert verify_run(str(run), {}).ok
 
 
 @dataclass(frozen=True)
@@ -262,7 +294,9 @@ def test_failing_write_is_retried(
     tmp_path: Path, flaky: type[FlakyFileSystem], reference: str, demo_cache: str
 ) -> None:
     flaky.target, flaky.failures = "predictions/shard-00003", store.WRITE_ATTEMPTS - 1
-    raw = small_config(f"flaky://{tmp_path}", "retried", criticism={"enabled": False})
+    raw = small_config(
+        f"flaky://{tmp_path}", "retried", criticism={"enabled": False}, explain={"enabled": False}
+    )
     run_audit(build_config(raw))
     assert flaky.failures == 0  # both injected failures happened, the third try wrote it
     assert_exactly_once(str(tmp_path / "retried"))
@@ -276,7 +310,9 @@ def test_write_that_keeps_failing_fails_clearly_and_commits_nothing_partial(
     tmp_path: Path, flaky: type[FlakyFileSystem], demo_cache: str, ray_local: None
 ) -> None:
     flaky.target, flaky.failures = "adversarial/shard-00004", 10**6
-    raw = small_config(f"flaky://{tmp_path}", "broken", criticism={"enabled": False})
+    raw = small_config(
+        f"flaky://{tmp_path}", "broken", criticism={"enabled": False}, explain={"enabled": False}
+    )
     with pytest.raises(OSError, match=r"adversarial/shard-00004.parquet .*failed 3 times"):
         run_audit(build_config(raw))
     run = tmp_path / "broken"
@@ -353,7 +389,7 @@ def test_an_image_that_always_fails_becomes_an_error_row(tmp_path: Path) -> None
     )
     model = AuditModel(_Poisoned(), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     actor = ModelActor(model, 10, 3, "cpu")
-    out = actor(batch)
+    out = actor.run_batch(batch)
     assert list(out["error"][[0, 2]]) == ["", ""]
     assert out["stage"][1] == "predict" and "poisoned input" in out["error"][1]
     with torch.no_grad():  # the healthy rows equal a direct forward pass

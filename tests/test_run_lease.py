@@ -24,9 +24,7 @@ import pytest
 from audit.cli_boundary import error_message
 from audit.config import build_config
 from audit.run.lease import LEASE, Holder, LeaseLostError, RunInUseError, RunLease
-from audit.run.ledger import EXIT_AFTER_COMMITS_CODE, EXIT_AFTER_COMMITS_ENV
 
-REPO = Path(__file__).resolve().parents[1]
 NOW = 1_800_000_000.0  # the injected clock's "now"
 
 
@@ -156,38 +154,3 @@ def test_lease_is_gone_after_a_successful_and_a_failed_run(
     manifest = json.loads((tmp_path / "failed" / "manifest.json").read_text())
     assert manifest["state"] == "failed"
     assert not (tmp_path / "failed" / LEASE).exists()
-
-
-@pytest.mark.slow  # a killed driver and its rerun on Ray
-def test_killed_driver_leaves_its_lease_and_the_rerun_takes_it_over_and_resumes(
-    tmp_path: Path, demo_cache: str, ray_local: None
-) -> None:
-    import ray
-
-    from audit.run import run_audit
-
-    raw = demo_config(tmp_path, "killed")
-    script = (
-        "import json, sys, ray\n"
-        "from audit.config import build_config\n"
-        "from audit.run import run_audit\n"
-        "ray.init(address=sys.argv[1], logging_level='WARNING')\n"
-        "run_audit(build_config(json.loads(sys.argv[2])))\n"
-    )
-    env = {**os.environ, "AUDIT_CACHE_DIR": demo_cache, EXIT_AFTER_COMMITS_ENV: "1"}
-    driver = subprocess.Popen(
-        [sys.executable, "-c", script, ray.get_runtime_context().gcs_address, json.dumps(raw)],
-        cwd=REPO,
-        env=env,
-    )
-    assert driver.wait(timeout=600) == EXIT_AFTER_COMMITS_CODE
-    run = tmp_path / "killed"
-    left = json.loads((run / LEASE).read_text())
-    assert left["pid"] == driver.pid  # a killed driver cannot delete its lease
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AUDIT_CACHE_DIR", demo_cache)
-        result = run_audit(build_config(raw), lease_timeout_s=0)
-    assert result.manifest["state"] == "succeeded"
-    assert result.manifest["attempts"][-1]["committed_shards_at_start"] == 1
-    assert not (run / LEASE).exists()

@@ -35,12 +35,13 @@ def test_fingerprint_covers_labels_and_listing_errors() -> None:
     ],
 )
 def test_resolve_device(wanted: Device, gpus: float, device: str) -> None:
-    assert resolve_device(wanted, gpus) == device
+    # a cluster without an autoscaler (tests/test_autoscaling.py: with one)
+    assert resolve_device(wanted, gpus, {"CPU": 4.0, "GPU": gpus}) == device
 
 
 def test_cuda_without_a_gpu_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"'predict\.device' field is 'cuda' but the Ray cluster"):
-        resolve_device(Device.CUDA, 0.5)
+        resolve_device(Device.CUDA, 0.5, {"CPU": 4.0, "GPU": 0.5})
 
 
 def test_a_configuration_error_comes_before_the_cluster_is_asked() -> None:

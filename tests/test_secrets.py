@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ from audit.cli import app
 
 SECRET = "SeCrEt-" + uuid.uuid4().hex
 KEY = "AKIA" + uuid.uuid4().hex[:16].upper()
-CLI = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "audit-cli")
+CLI = str(Path(sys.executable).parent / "audit-cli")  # the venv running the tests
 BUCKET = f"secrets-{uuid.uuid4().hex[:12]}"  # moto keeps buckets of earlier servers
 
 

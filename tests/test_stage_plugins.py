@@ -145,14 +145,16 @@ def test_a_stage_that_fails_on_some_images_fails_only_those() -> None:
     batch = _batch(labels)
     classes = [STAGES.get("predict"), Flaky]
     actor = ModelActor(_model(), 10, 4, "cpu", stages=classes)
-    out = actor(batch)
+    out = actor.run_batch(batch)
     bad = np.array(labels) == 3
     assert list(out["stage"][bad]) == ["flaky", "flaky"]
     assert all(e == "RuntimeError: threes are not allowed" for e in out["error"][bad])
     assert list(out["error"][~bad]) == ["", "", ""]
     assert out["ok"][~bad].all() and not out["ok"][bad].any()
     # the other rows' predictions are those of a run without the flaky stage
-    alone = ModelActor(_model(), 10, 4, "cpu", stages=[STAGES.get("predict")])(_batch(labels))
+    alone = ModelActor(_model(), 10, 4, "cpu", stages=[STAGES.get("predict")]).run_batch(
+        _batch(labels)
+    )
     np.testing.assert_array_equal(out["top5_classes"][~bad], alone["top5_classes"][~bad])
     np.testing.assert_array_equal(out["top5_probs"][~bad], alone["top5_probs"][~bad])
 
@@ -170,7 +172,8 @@ def test_later_stages_run_only_on_the_rows_that_survived(pixel_sum: type[PixelSu
     labels = [3, 2, 3, 4]
     stages = [STAGES.get("predict"), Flaky, Late]
     on = {"pixel_sum": PixelSumConfig(enabled=True)}
-    out = ModelActor(_model(), 10, 4, "cpu", sections=on, stages=stages)(_batch(labels, seed=1))
+    actor = ModelActor(_model(), 10, 4, "cpu", sections=on, stages=stages)
+    out = actor.run_batch(_batch(labels, seed=1))
     sums = _batch(labels, seed=1)["image"].reshape(4, -1).sum(1)
     np.testing.assert_array_equal(out["pixel_sum"], np.where(np.array(labels) == 3, 0, sums))
     assert list(out["stage"]) == ["flaky", "", "flaky", ""]

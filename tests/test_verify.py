@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import fsspec
-import pyarrow.parquet as pq
 import pytest
 from conftest import moto_s3
 from typer.testing import CliRunner
@@ -245,61 +241,3 @@ def test_a_bucket_that_vanishes_mid_run_is_not_recreated(s3: dict[str, Any]) -> 
         store.write_manifest({"run_id": "r"})
     fs.invalidate_cache()
     assert not fs.exists("vanishing-v7")
-
-
-# ------------------------------------------------------------------ resume on Ray
-
-
-@pytest.mark.slow  # an interrupted driver and a resume, on Ray
-def test_resume_redoes_shards_whose_files_are_missing_truncated_or_altered(
-    tmp_path: Path, ray_local: None, caplog: pytest.LogCaptureFixture
-) -> None:
-    import ray
-    from test_resume import REPO, assert_exactly_once, assert_same_tables, small_config
-
-    from audit.run import run_audit
-    from audit.run.ledger import EXIT_AFTER_COMMITS_CODE, EXIT_AFTER_COMMITS_ENV
-
-    cache = str(tmp_path / "cache")
-    os.environ["AUDIT_CACHE_DIR"] = cache
-    try:
-        ref = tmp_path / "ref"
-        run_audit(build_config(small_config(ref, "ref")))
-        raw = small_config(tmp_path, "corrupt")
-        script = (
-            "import json, sys, ray\n"
-            "from audit.config import build_config\n"
-            "from audit.run import run_audit\n"
-            "ray.init(address=sys.argv[1], logging_level='WARNING')\n"
-            "run_audit(build_config(json.loads(sys.argv[2])))\n"
-        )
-        env = {**os.environ, EXIT_AFTER_COMMITS_ENV: "4"}
-        driver = subprocess.run(
-            [sys.executable, "-c", script, ray.get_runtime_context().gcs_address, json.dumps(raw)],
-            cwd=REPO,
-            env=env,
-            timeout=600,
-        )
-        assert driver.returncode == EXIT_AFTER_COMMITS_CODE
-        run = tmp_path / "corrupt"
-        m = json.loads((run / "manifest.json").read_text())
-        done = m["shards"]["committed"]
-        assert len(done) == 4
-        listed = [f for f in m["tables"]["predictions"]["files"] if "shard-" in f]
-        assert len(listed) == 4
-        truncate(run / listed[0])
-        flip_byte(run / listed[1])
-        (run / listed[2]).unlink()
-        assert pq.ParquetFile(run / listed[3]).metadata.num_rows  # the fourth is intact
-
-        caplog.set_level("WARNING")
-        result = run_audit(build_config(raw))  # the same run id: resumes
-        assert result.manifest["state"] == "succeeded"
-        assert result.manifest["attempts"][-1]["committed_shards_at_start"] == 1
-        for rel in listed[:3]:
-            assert rel in caplog.text
-        assert_exactly_once(str(run))
-        assert_same_tables(str(run), str(ref / "ref"))
-        assert verify_run(str(run), {}).ok
-    finally:
-        os.environ.pop("AUDIT_CACHE_DIR", None)

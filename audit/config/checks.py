@@ -195,6 +195,36 @@ class InstanceOf(Rule):
         return self.description
 
 
+@dataclass(frozen=True)
+class Amounts(Rule):
+    """A mapping of names (``Text``-like: non-blank strings, none of ``reserved``) to finite
+    numbers > 0 (Ray's custom resources: ``{"fake_gpu": 1}``); it becomes a dict of floats."""
+
+    description: str
+    reserved: tuple[str, ...] = ()
+
+    def fits(self, value: Any) -> bool:
+        return isinstance(value, Mapping)
+
+    def holds(self, value: Any) -> bool:
+        return all(
+            isinstance(k, str)
+            and k.strip() != ""
+            and k not in self.reserved
+            and isinstance(v, numbers.Real)
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and float(v) > 0
+            for k, v in value.items()
+        )
+
+    def convert(self, value: Any) -> Any:
+        return {k: float(v) for k, v in value.items()}
+
+    def __str__(self) -> str:
+        return self.description
+
+
 FieldRules = Rule | None | tuple[Rule | None, ...]
 """A field's rules: one rule, or a tuple of rules any of which may hold; ``None`` allows null."""
 

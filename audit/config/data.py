@@ -15,6 +15,7 @@ from audit.config.checks import (
     STRING,
     Checked,
     FieldRules,
+    Interval,
     Items,
     Options,
     Text,
@@ -33,6 +34,23 @@ class Layout(str, Enum):
 
 
 DEMO_SOURCE = "demo"
+
+
+class FlushUnits(str, Enum):
+    """``data.flush_units``: when the model actors' work units are handed on one by one."""
+
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+class _Off(Interval):
+    def __str__(self) -> str:
+        return "-1 (disabled)"
+
+
+DISABLED = _Off(float, -1, -1)
+"""-1, the value that turns a timeout off."""
 # PIL's own threshold for DecompressionBombWarning; larger images are refused as bombs.
 DEFAULT_MAX_PIXELS = 89_478_485
 
@@ -55,6 +73,13 @@ class DataConfig(Checked):
         jpeg_draft: Let PIL decode JPEGs at a reduced scale in the DCT domain (draft mode)
             before the exact resize; faster, but not bit-identical to torchvision's transform.
         storage_options: Passed through to fsspec for reading inputs (credentials stay here).
+        no_progress_timeout_s: Seconds the pass may go without a block moving (Ray Data's
+            ``execution_no_progress_timeout_s``) before it fails with ``ExecutionTimeoutError``;
+            -1 disables the guard. The model actor hands on each work unit as it is done (one
+            LIME explanation by default), so this bounds one unit's work or a wait for cluster
+            capacity, not a whole batch's, when the units are flushed.
+        flush_units: ``auto`` hands on each work unit as it is done when a batch's heavy work
+            may come near the timeout on a CPU (:mod:`audit.run.units`), ``always``, ``never``.
     """
 
     source: str | tuple[str, ...] = DEMO_SOURCE
@@ -67,6 +92,8 @@ class DataConfig(Checked):
     decode_batch_size: int = 32
     jpeg_draft: bool = False
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    no_progress_timeout_s: float = 1800.0
+    flush_units: FlushUnits = FlushUnits.AUTO
 
     SECTION: ClassVar[str | None] = "data"
     RULES: ClassVar[Mapping[str, FieldRules]] = {
@@ -83,6 +110,8 @@ class DataConfig(Checked):
         "decode_batch_size": POSITIVE,
         "jpeg_draft": BOOL,
         "storage_options": MAPPING,
+        "no_progress_timeout_s": (Interval(float, 0, None, closed="neither"), DISABLED),
+        "flush_units": Options(FlushUnits),
     }
 
     @property

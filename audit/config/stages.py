@@ -4,7 +4,7 @@ and ``explain`` (LIME)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar
 
@@ -13,11 +13,13 @@ from audit.config.checks import (
     CLASS_IDS,
     POSITIVE,
     SEED,
+    Amounts,
     Checked,
     FieldRules,
     Interval,
     Items,
     Options,
+    Text,
 )
 
 
@@ -48,10 +50,16 @@ class PredictConfig(Checked):
     Attributes:
         batch_size: Images per model forward pass (per actor).
         num_actors: Model-holding actors; unset means one per GPU, or one on a CPU-only cluster.
-        device: ``auto`` uses CUDA when the cluster has GPUs.
+        device: ``auto`` uses CUDA when the cluster has GPUs or its autoscaler can add GPU
+            nodes; ``cuda`` waits for the autoscaler's GPU nodes (docs/cluster.md).
         cpu_threads: Torch threads per CPU actor; unset means the node's CPU count.
         bf16: Autocast to bfloat16 on GPU (ignored on CPU).
         embeddings: Store the penultimate-layer embedding per image.
+        wait_for_resources_s: How long the run waits for the cluster (its autoscaler) to
+            provide the model actors' resources before it fails.
+        accelerator_type: Ray's ``accelerator_type`` of the model actors' nodes (``A10G``,
+            ``H100``...), for a cluster with several GPU kinds; unset: any.
+        resources: Custom Ray resources each model actor asks for, name -> amount.
     """
 
     batch_size: int = 64
@@ -60,6 +68,9 @@ class PredictConfig(Checked):
     cpu_threads: int | None = None
     bf16: bool = True
     embeddings: bool = True
+    wait_for_resources_s: float = 600.0
+    accelerator_type: str | None = None
+    resources: Mapping[str, float] = field(default_factory=dict)
 
     SECTION: ClassVar[str | None] = "predict"
     RULES: ClassVar[Mapping[str, FieldRules]] = {
@@ -69,6 +80,13 @@ class PredictConfig(Checked):
         "cpu_threads": (POSITIVE, None),
         "bf16": BOOL,
         "embeddings": BOOL,
+        "wait_for_resources_s": Interval(float, 0, None),
+        "accelerator_type": (Text("an accelerator type such as 'A10G'", r"[A-Za-z0-9_.-]+"), None),
+        "resources": Amounts(
+            "a mapping of custom resource names to amounts > 0 (CPU and GPU are set by "
+            "predict.device)",
+            reserved=("CPU", "GPU", "memory", "object_store_memory"),
+        ),
     }
 
 
@@ -161,6 +179,10 @@ class ExplainConfig(Checked):
             docs/performance.md).
         seed: Seeds segmentation and sampling; an explanation depends on it and on nothing
             else (not on batch size or on the worker).
+        images_per_unit: Explained images per work unit of the model actor: the actor runs
+            LIME on this many images of its batch at a time and hands their rows on when they
+            are done (the other rows of the batch go first), so results keep flowing and
+            ``data.no_progress_timeout_s`` bounds one unit's work, not a whole batch's.
     """
 
     enabled: bool = True
@@ -176,6 +198,7 @@ class ExplainConfig(Checked):
     regressor: Regressor = Regressor.WLS
     batch_size: int | None = None
     seed: int = 0
+    images_per_unit: int = 1
 
     SECTION: ClassVar[str | None] = "explain"
     RULES: ClassVar[Mapping[str, FieldRules]] = {
@@ -192,4 +215,5 @@ class ExplainConfig(Checked):
         "regressor": Options(Regressor),
         "batch_size": (POSITIVE, None),
         "seed": SEED,
+        "images_per_unit": POSITIVE,
     }

@@ -30,6 +30,9 @@ from audit.run.tables import (
 )
 from audit.store import RunStore
 
+NODE_ID = "node_id"
+"""The batch column of the Ray node id the model actor ran on (:class:`audit.model_actor.ModelActor`)."""
+
 
 class ShardCollector:
     """Takes the model actors' output batches: drops duplicates, builds the tables' rows,
@@ -97,7 +100,12 @@ class ShardCollector:
         self.counters.refill(self.store.url, self.store.files, self.plan.cfg.output.storage_options)
 
     def add(self, batch: Batch) -> None:
-        """Take one output batch of the model actors; commit every shard it completes."""
+        """Take one output batch of the model actors; commit every shard it completes.
+
+        Its ``node_id`` column (the Ray node of the actor that made it) goes to the manifest's
+        ``execution.nodes``, not into a table."""
+        if NODE_ID in batch:
+            self.manifest.add_nodes({str(n) for n in batch[NODE_ID] if n})
         fresh = np.array(
             [
                 self.ledger.take(int(k), str(i), str(u))

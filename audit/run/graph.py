@@ -13,8 +13,10 @@ from typing import Any
 import fsspec
 
 from audit.model_actor import ModelActor, decode_batch
+from audit.run.devices import ActorNeeds
 from audit.run.plan import RunPlan
 from audit.run.tables import Batch
+from audit.run.units import UNIT_BLOCK_BYTES, should_flush
 
 MAX_INPUT_BLOCKS = 5000
 """Upper bound on the input dataset's blocks (one per decode batch below it)."""
@@ -104,8 +106,8 @@ def build_dataset(plan: RunPlan, items: list[dict[str, Any]]) -> Any:
         batch_size=cfg.predict.batch_size,
         batch_format="numpy",
         compute=ActorPoolStrategy(size=plan.num_actors),
-        num_gpus=1 if plan.device == "cuda" else 0,
-        num_cpus=1,
+        # num_gpus, num_cpus, accelerator_type, resources: audit.run.devices.ActorNeeds
+        **(plan.needs or ActorNeeds(plan.device)).remote_args(),
     )
 
 
@@ -133,7 +135,12 @@ def stream(
         return ""
     DataContext.get_current().enable_progress_bars = show_progress_bars
     ds = build_dataset(plan, items)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+    # Ray Data fails a dataset that emits nothing for this long; -1 disables the guard.
+    ds.context.execution_no_progress_timeout_s = plan.cfg.data.no_progress_timeout_s
+    if should_flush(plan):  # data.flush_units; the whole plan's blocks (audit.run.units)
+        ds.context.target_max_block_size = UNIT_BLOCK_BYTES
+    # prefetch_batches=0: the iterator would otherwise hold each batch until the next arrives
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
         on_batch(batch)
     stats: str = ds.stats()
     return stats

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.config import AuditConfig, ConfigError
-from audit.run import graph, resume
+from audit.run import devices, graph, resume
 from audit.run.collect import ShardCollector
 from audit.run.counters import RunCounters
 from audit.run.finalize import Metric, finalize
@@ -95,7 +95,24 @@ def _run(
     previous = previous_attempt(store, cfg.output.overwrite)  # before the model and listing
     if previous is not None:
         lease.take()  # the folder holds a run: the lease file does not make it "not a run"
-    plan = build_plan(cfg, run_id, graph.cluster_gpus)
+    cluster = devices.ray_cluster()
+    plan = build_plan(cfg, run_id, cluster)  # may wait for the autoscaler's nodes
+    try:
+        return _execute(plan, store, lease, progress, previous)
+    finally:
+        if plan.requested:  # the actors ran or failed: the autoscaler may scale down again
+            cluster.request([])
+
+
+def _execute(
+    plan: RunPlan,
+    store: RunStore,
+    lease: RunLease,
+    progress: ProgressFn | None,
+    previous: Manifest | None,
+) -> RunResult:
+    """:func:`run_audit` once the run is planned: its folder, manifest, pass and metrics."""
+    cfg, run_id = plan.cfg, plan.run_id
     exit_hook = exit_after_commits_from_env()
 
     def on_commit(shard: int, commits: int) -> None:

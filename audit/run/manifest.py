@@ -64,6 +64,17 @@ def safe_source(data: DataConfig) -> str | list[str]:
     return data.source
 
 
+def execution_info(plan: RunPlan) -> ExecutionInfo:
+    """The ``execution`` section of a new attempt (no node has run an actor yet)."""
+    p = plan.cfg.predict
+    return ExecutionInfo(
+        device=plan.device,
+        num_actors=plan.num_actors,
+        accelerator_type=p.accelerator_type,
+        resources=dict(p.resources),
+    )
+
+
 class RunManifest:
     """The manifest of one run, written through its one :class:`RunStore`.
 
@@ -113,7 +124,7 @@ class RunManifest:
                 inputs=len(p.listing.records) + len(p.listing.errors),
                 fingerprint=p.fingerprint,
             ),
-            execution=ExecutionInfo(device=p.device, num_actors=p.num_actors),
+            execution=execution_info(p),
             versions=package_versions(),
             stages={
                 "list": StageInfo(
@@ -134,8 +145,17 @@ class RunManifest:
         self.manifest = replace(
             before,
             attempts=(*before.attempts, Attempt(utc_now(), committed_at_start)),
-            execution=ExecutionInfo(device=self.plan.device, num_actors=self.plan.num_actors),
+            execution=execution_info(self.plan),
         )
+
+    def add_nodes(self, nodes: set[str]) -> None:
+        """Record Ray nodes the model actors ran on (``execution.nodes``; written by
+        :meth:`write`)."""
+        execution = self.manifest.execution or execution_info(self.plan)
+        if nodes <= set(execution.nodes):
+            return
+        merged = tuple(sorted(set(execution.nodes) | nodes))
+        self.manifest = replace(self.manifest, execution=replace(execution, nodes=merged))
 
     @property
     def stages(self) -> Mapping[str, StageInfo]:

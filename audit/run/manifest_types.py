@@ -195,17 +195,41 @@ class DataInfo:
 
 @dataclass(frozen=True)
 class ExecutionInfo:
-    """The ``execution`` section: where the latest attempt ran."""
+    """The ``execution`` section: where the latest attempt ran.
+
+    Attributes:
+        device: The resolved device, ``cuda`` or ``cpu``.
+        num_actors: Model actors in the pool.
+        accelerator_type: ``predict.accelerator_type`` the actors asked for, or None.
+        resources: ``predict.resources`` the actors asked for.
+        nodes: The Ray node ids the model actors ran on, sorted (filled as batches come back;
+            empty in manifests written before they were recorded).
+    """
 
     device: str | None = None
     num_actors: int | None = None
+    accelerator_type: str | None = None
+    resources: Mapping[str, float] = field(default_factory=dict)
+    nodes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"device": self.device, "num_actors": self.num_actors}
+        return {
+            "device": self.device,
+            "num_actors": self.num_actors,
+            "accelerator_type": self.accelerator_type,
+            "resources": dict(self.resources),
+            "nodes": list(self.nodes),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ExecutionInfo:
-        return cls(device=data.get("device"), num_actors=data.get("num_actors"))
+        return cls(
+            device=data.get("device"),
+            num_actors=data.get("num_actors"),
+            accelerator_type=data.get("accelerator_type"),
+            resources=dict(data.get("resources") or {}),
+            nodes=tuple(sorted(str(n) for n in data.get("nodes") or ())),
+        )
 
 
 @dataclass(frozen=True)

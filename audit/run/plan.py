@@ -3,12 +3,14 @@
 :func:`build_plan` checks the configuration that needs neither Ray nor the data
 (:func:`preflight`), loads the model on the driver, renders the demo set if asked for, lists the
 inputs, cuts them into shards, fingerprints them, decides which records LIME explains, and
-resolves the device from the cluster's GPU count. Every later step reads the frozen
-:class:`RunPlan`; none of them lists, loads or resolves anything again.
+resolves the device from the cluster's GPUs and what its autoscaler can add, waiting for the
+model actors' resources if the cluster lacks them (:mod:`audit.run.devices`). Every later step
+reads the frozen :class:`RunPlan`; none of them lists, loads or resolves anything again.
 
 Example::
 
     plan = build_plan(cfg, "20240101-000000-resnet18", cluster_gpus=lambda: 0.0)
+    plan = build_plan(cfg, "20240101-000000-resnet18", ray_cluster())  # a connected cluster
     plan.shard_sizes  # (1000, 1000, ..., 1000) for ImageNet's validation set
 """
 
@@ -30,13 +32,13 @@ from audit.config import (
     AuditConfig,
     ConfigError,
     DataConfig,
-    Device,
     ExplainWhich,
     Layout,
     OutputConfig,
 )
 from audit.data.layouts import InputRecord, Listing, list_inputs
 from audit.models import LoadedModel, check_model_name, load_model
+from audit.run.devices import ActorNeeds, Cluster, resolve_device, wait_for_resources
 from audit.stages.registry import STAGES, Stage
 
 InputKey = tuple[str, str]
@@ -61,9 +63,12 @@ class RunPlan:
         fingerprint: sha256 of every input with its label and listing error.
         explain: Per record of ``listing.records``: whether the decode task segments it for LIME.
         driver_only: URI prefixes only the driver can read (their bytes travel with the rows).
-        cluster_gpus: GPUs in the Ray cluster when the run was planned.
+        cluster_gpus: GPUs in the Ray cluster when the run was planned (after the wait).
         device: ``cuda`` or ``cpu``.
         num_actors: Model actors in the pool.
+        needs: What each model actor asks Ray for (device, accelerator type, resources).
+        requested: Whether the autoscaler was asked for the actors' resources (the run
+            withdraws the ask when it ends).
     """
 
     run_id: str
@@ -80,6 +85,8 @@ class RunPlan:
     cluster_gpus: float
     device: str
     num_actors: int
+    needs: ActorNeeds | None = None
+    requested: bool = False
 
     @property
     def total(self) -> int:
@@ -97,22 +104,28 @@ class RunPlan:
         return STAGES.enabled(self.sections)
 
 
-def build_plan(cfg: AuditConfig, run_id: str, cluster_gpus: Callable[[], float]) -> RunPlan:
+def build_plan(
+    cfg: AuditConfig, run_id: str, cluster_gpus: Cluster | Callable[[], float]
+) -> RunPlan:
     """Plan the run: everything that can fail on bad configuration, before any work.
 
     Args:
         cfg: A validated configuration.
         run_id: The run's folder name.
-        cluster_gpus: Returns the ``GPU`` resources of the connected Ray cluster; asked once the
-            model is loaded and the inputs listed, so that a configuration error is found first.
+        cluster_gpus: The connected Ray cluster (:func:`audit.run.devices.ray_cluster`), or a
+            function returning its ``GPU`` count (no autoscaler); asked once the model is
+            loaded and the inputs listed, so that a configuration error is found first.
 
     Returns:
         The frozen plan.
 
     Raises:
         ConfigError: with a one-line reason (unknown model or class, demo data with another
-            model, ``predict.device=cuda`` on a cluster without GPUs, a run folder that is,
-            contains or lies inside the inputs: :func:`refuse_outputs_among_inputs`).
+            model, ``predict.device=cuda`` on a cluster that has and can get no GPU, a run
+            folder that is, contains or lies inside the inputs:
+            :func:`refuse_outputs_among_inputs`).
+        ResourcesUnavailable: the cluster did not provide the model actors' resources within
+            ``predict.wait_for_resources_s``.
     """
     try:  # a stage whose needs are not met stops the run before the model loads
         STAGES.enabled(STAGES.sections(cfg))
@@ -123,9 +136,9 @@ def build_plan(cfg: AuditConfig, run_id: str, cluster_gpus: Callable[[], float])
     model, data, listing, seconds = prepare(cfg)
     if cfg.data.is_demo:
         refuse_outputs_among_inputs(cfg.output, data, run_id)
-    gpus = cluster_gpus()
-    device = resolve_device(cfg.predict.device, gpus)
-    num_actors = cfg.predict.num_actors or (int(gpus) if device == "cuda" else 1)
+    cluster = cluster_gpus if isinstance(cluster_gpus, Cluster) else Cluster.fixed(cluster_gpus())
+    gpus, device, needs, requested = place_actors(cfg, cluster)
+    num_actors = cfg.predict.num_actors or (max(1, int(gpus)) if device == "cuda" else 1)
     inputs = tuple(sorted([*listing.records, *listing.errors], key=lambda r: (r.image_id, r.uri)))
     size = cfg.output.shard_size
     return RunPlan(
@@ -143,7 +156,28 @@ def build_plan(cfg: AuditConfig, run_id: str, cluster_gpus: Callable[[], float])
         cluster_gpus=gpus,
         device=device,
         num_actors=num_actors,
+        needs=needs,
+        requested=requested,
     )
+
+
+def place_actors(cfg: AuditConfig, cluster: Cluster) -> tuple[float, str, ActorNeeds, bool]:
+    """Resolve the device (:func:`audit.run.devices.resolve_device`) and make sure the cluster
+    has the model actors' resources, waiting for its autoscaler if it lacks them.
+
+    Returns:
+        The cluster's GPUs (after the wait), the device, each actor's needs, and whether the
+        autoscaler was asked.
+    """
+    p = cfg.predict
+    gpus = float(cluster.resources().get("GPU", 0))
+    device = resolve_device(p.device, gpus, cluster.max_resources())
+    needs = ActorNeeds(device, p.accelerator_type, dict(p.resources))
+    wanted = p.num_actors or (max(1, int(gpus)) if device == "cuda" else 1)
+    requested = wait_for_resources([needs.bundle()] * wanted, p.wait_for_resources_s, cluster)
+    if requested:
+        gpus = float(cluster.resources().get("GPU", 0))
+    return gpus, device, needs, requested
 
 
 def refuse_outputs_among_inputs(output: OutputConfig, data: DataConfig, run_id: str) -> None:
@@ -248,24 +282,6 @@ def resolve_data(data: DataConfig) -> DataConfig:
     from audit.data.demo import ensure_demo_dataset
 
     return dataclasses.replace(data, source=ensure_demo_dataset(), layout=Layout.IMAGEFOLDER)
-
-
-def resolve_device(wanted: Device, cluster_gpus: float) -> str:
-    """``cuda`` when asked for or when the Ray cluster has GPUs (``auto``), else ``cpu``.
-
-    Raises:
-        ConfigError: ``cuda`` was asked for and the cluster has no GPU.
-    """
-    if wanted is Device.CUDA:
-        if cluster_gpus < 1:
-            raise ConfigError(
-                "The 'predict.device' field is 'cuda' but the Ray cluster has no GPU. "
-                "Use 'auto' or 'cpu'."
-            )
-        return "cuda"
-    if wanted is Device.AUTO and cluster_gpus >= 1:
-        return "cuda"
-    return "cpu"
 
 
 def explain_flags(cfg: AuditConfig, listing: Listing, model: LoadedModel) -> list[bool]:

@@ -67,7 +67,7 @@ from audit.data.segments import decode_segments
 from audit.stages import explain_table
 from audit.stages.perturb import FILLS, Perturber, fill_image, fold_normalisation
 from audit.stages.predict import images_to_tensor
-from audit.stages.registry import StageBase, register_stage
+from audit.stages.registry import StageBase, StageContext, register_stage
 from audit.stages.surrogate import REGRESSORS, Surrogate, fit_surrogate, kernel_weights
 
 SEGMENTERS = ("quickshift", "slic")
@@ -326,6 +326,23 @@ class ExplainStage(StageBase):
     uses: ClassVar[tuple[str, ...]] = ("attack",)
     columns: ClassVar[tuple[Column, ...]] = explain_table.COLUMNS
     table: ClassVar[Table | None] = explain_table.EXPLANATIONS_TABLE
+    unit_rows: int | None = 1
+    """Heavy: n_samples forward passes per image; the actor runs it on units of
+    ``explain.images_per_unit`` images."""
+
+    def __init__(self, config: ExplainConfig, context: StageContext) -> None:
+        super().__init__(config, context)
+        self.unit_rows = config.images_per_unit
+
+    @staticmethod
+    def forwards_per_row(config: ExplainConfig) -> float:
+        """Model forward passes of one heavy row at most: every sample of every variant (the
+        estimate behind ``data.flush_units: auto``, :mod:`audit.run.units`)."""
+        return float(config.n_samples * len(config.variants))
+
+    def heavy_rows(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The rows the decode tasks segmented (flagged ``explain``); the others are skipped."""
+        return np.array([len(s) > 0 for s in batch["segments"]], dtype=bool)
 
     @classmethod
     def table_rows(

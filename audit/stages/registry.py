@@ -83,6 +83,12 @@ class Stage(Protocol):
         columns: Every column it may add to a batch, in order.
         table: The per-image table its rows go to (one file per shard, committed with the
             shard), or None when it writes none.
+        unit_rows: None for a cheap stage, which runs on the whole batch; for a heavy one
+            (LIME), the most rows of one work unit: the actor runs it, and the stages after it,
+            on sub-batches of that many of its :meth:`heavy_rows` and hands each unit's rows on
+            as soon as they are done, so that one long batch never goes silent (Ray Data fails
+            a dataset that emits nothing for ``data.no_progress_timeout_s``). A class attribute
+            that an instance may set from its config.
     """
 
     name: ClassVar[str]
@@ -92,8 +98,15 @@ class Stage(Protocol):
     uses: ClassVar[tuple[str, ...]]
     columns: ClassVar[tuple[Column, ...]]
     table: ClassVar[Table | None]
+    unit_rows: int | None
 
     def __init__(self, config: Any, context: StageContext) -> None: ...
+
+    def heavy_rows(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Which rows of ``batch`` (its inputs and the earlier stages' columns) are heavy work,
+        a bool mask; the others run together in one call, ahead of the units. Only asked of a
+        stage whose ``unit_rows`` is set."""
+        ...
 
     def outputs(self) -> tuple[Column, ...]:
         """The columns it adds with its configuration (a subset of ``columns``, in order)."""
@@ -146,6 +159,7 @@ class StageBase:
     uses: ClassVar[tuple[str, ...]] = ()
     columns: ClassVar[tuple[Column, ...]] = ()
     table: ClassVar[Table | None] = None
+    unit_rows: int | None = None
 
     def __init__(self, config: Any, context: StageContext) -> None:
         self.config = config
@@ -153,6 +167,10 @@ class StageBase:
 
     def outputs(self) -> tuple[Column, ...]:
         return self.columns
+
+    def heavy_rows(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Every row (a heavy stage that skips some rows cheaply says which it works on)."""
+        return np.ones(len(next(iter(batch.values()))), dtype=bool)
 
     def run(self, batch: Mapping[str, np.ndarray], state: dict[str, Any]) -> dict[str, np.ndarray]:
         raise NotImplementedError(f"stage {self.name!r} does not implement run()")
