@@ -46,8 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from audit.run import run_audit
+    from audit.run import check_output, run_audit
 
+    try:
+        check_output(cfg)  # a finished run id or a busy run: before Ray starts
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     start_ray(args.address)
     # `audit-cli stop` / `ray job stop` send SIGTERM: turn it into an exception so the run
     # records itself as failed ("stopped") in its manifest instead of staying "running".

@@ -292,3 +292,31 @@ def test_run_with_an_unknown_s3fs_option_prints_one_line(
     line = one_error_line(runner.invoke(app, args))
     assert "no_such_s3fs_option" in line
     no_secret(line)
+
+
+def test_run_refuses_a_finished_or_busy_run_before_it_joins_ray(
+    tmp_path: Path, empty_run: Any
+) -> None:
+    """The checks that need no Ray come first: with no Ray at the address, the refusal is the
+    run's, not "no Ray cluster answers" (which it was, after Ray, before)."""
+    import json as json_
+    import os
+    import socket
+    import time
+
+    from audit.run.lease import LEASE, Holder
+
+    nobody = f"127.0.0.1:{free_port()}"
+    empty_run("done", state="succeeded")
+    args = ["run", "-o", str(tmp_path), "--address", nobody, "--no-progress"]
+    line = one_error_line(runner.invoke(app, [*args, "--run-id", "done"]))
+    assert "already finished" in line, line
+    empty_run("busy")
+    now = time.time()
+    holder = Holder(host=socket.gethostname(), pid=os.getpid(), token="t", started=now,
+                    heartbeat=now).to_json()  # fmt: skip
+    (tmp_path / "busy" / LEASE).write_text(json_.dumps(holder))
+    line = one_error_line(runner.invoke(app, [*args, "--run-id", "busy"]))
+    assert line.startswith("error: run 'busy' is in use by the driver pid"), line
+    line = one_error_line(runner.invoke(app, [*args, "--run-id", "new"]))
+    assert "no Ray cluster answers at" in line, line  # a new run id goes on to join Ray

@@ -45,7 +45,14 @@ def s3() -> Iterator[dict[str, Any]]:
 def unreachable() -> dict[str, Any]:
     """Options of an endpoint where nothing listens."""
     url = f"http://127.0.0.1:{free_port()}"
-    return {"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": url}}
+    # botocore's own retries (5 tries with backoff, inside each of the tool's) only add time
+    retries = {"retries": {"max_attempts": 1}}
+    return {
+        "key": KEY,
+        "secret": SECRET,
+        "client_kwargs": {"endpoint_url": url},
+        "config_kwargs": retries,
+    }
 
 
 def bad_option(s3: dict[str, Any]) -> dict[str, Any]:

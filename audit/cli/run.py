@@ -34,10 +34,11 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run the audit pass with a progress bar and print the error rates."""
-    from audit.run import preflight, run_audit
+    from audit.run import check_output, preflight, run_audit
 
     cfg = load(config, overrides, output, run_id)
     preflight(cfg)
+    check_output(cfg)  # a finished run id, a busy run, unreachable storage: before Ray starts
     if cfg.model.factory:  # this process builds the model: an unimportable one stops here
         from audit.models.factory import import_factory
 

@@ -26,13 +26,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from audit.run.lifecycle import ProgressFn, RunResult, run_audit
+    from audit.run.lifecycle import ProgressFn, RunResult, check_output, run_audit
     from audit.run.plan import RunPlan, default_run_id, explain_flags, preflight
 
 _WHERE = {
     "ProgressFn": "audit.run.lifecycle",
     "RunResult": "audit.run.lifecycle",
     "run_audit": "audit.run.lifecycle",
+    "check_output": "audit.run.lifecycle",
     "RunPlan": "audit.run.plan",
     "default_run_id": "audit.run.plan",
     "explain_flags": "audit.run.plan",
@@ -50,6 +51,7 @@ __all__ = [
     "ProgressFn",
     "RunPlan",
     "RunResult",
+    "check_output",
     "default_run_id",
     "explain_flags",
     "preflight",

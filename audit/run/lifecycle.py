@@ -84,6 +84,25 @@ def run_audit(
         lease.release()
 
 
+def check_output(cfg: AuditConfig, *, lease_timeout_s: float | None = None) -> None:
+    """The checks of :func:`run_audit` that need no Ray, for an entry point to make before it
+    starts or joins Ray (seconds, not the half minute Ray takes): the output storage answers,
+    another driver's fresh lease is refused and a finished run id is refused (without
+    ``output.overwrite``). Reads only; :func:`run_audit` makes the same checks again. A run
+    with no ``output.run_id`` gets a new id, so there is nothing to check.
+
+    Raises:
+        ConfigError: the run already finished, or its folder holds something else.
+        RunInUseError: another driver holds the run's lease.
+        OSError: the output storage fails (after the retries of transient errors).
+    """
+    if cfg.output.run_id is None:
+        return
+    store = RunStore(cfg.output.root, cfg.output.run_id, cfg.output.storage_options)
+    RunLease(store.fs, store.path, cfg.output.run_id, store.url, lease_timeout_s).check()
+    previous_attempt(store, cfg.output.overwrite)
+
+
 def _run(
     cfg: AuditConfig,
     run_id: str,
