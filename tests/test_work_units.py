@@ -20,14 +20,13 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
-from torch import nn
+from test_stage_plugins import _batch as plugin_batch
+from test_stage_plugins import _model
 
 from audit.columns import Column
 from audit.config import build_config
 from audit.config.checks import BOOL, Checked, FieldRules, Interval
 from audit.model_actor import ModelActor
-from audit.models import AuditModel
 from audit.stages.registry import STAGES, StageBase
 from audit.store import read_table
 
@@ -79,37 +78,21 @@ def sleepy() -> Iterator[type[Sleepy]]:
         STAGES.unregister(Sleepy.name)
 
 
-class _Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
-        self.fc = nn.Linear(4, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(x))
-
-
 def _actor(unit_rows: int | None) -> ModelActor:
-    torch.manual_seed(0)
-    model = AuditModel(_Net(), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    model = _model()  # test_stage_plugins' seeded net
     stage = type("Units", (Sleepy,), {"unit_rows": unit_rows})
     sections = {"sleepy": SleepyConfig(enabled=True)}
     return ModelActor(model, 10, 4, "cpu", sections=sections, stages=[STAGES.get("predict"), stage])
 
 
 def _batch(labels: list[int]) -> dict[str, np.ndarray]:
+    """test_stage_plugins' batch with a shard column, row 2 arriving with a decode error."""
+    batch = plugin_batch(labels)
     n = len(labels)
-    errors = np.array(["bad file" if k == 2 else "" for k in range(n)], dtype=object)
-    return {
-        "image_id": np.array([f"i{k}" for k in range(n)], dtype=object),
-        "uri": np.array([f"u{k}" for k in range(n)], dtype=object),
-        "label": np.array(labels, dtype=np.int64),
-        "shard": np.zeros(n, dtype=np.int64),
-        "image": np.random.default_rng(0).integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),
-        "segments": np.full(n, b"", dtype=object),
-        "error": errors,
-        "stage": np.where(errors == "", "", "decode").astype(object),
-    }
+    batch["shard"] = np.zeros(n, dtype=np.int64)
+    batch["error"] = np.array(["bad file" if k == 2 else "" for k in range(n)], dtype=object)
+    batch["stage"] = np.where(batch["error"] == "", "", "decode").astype(object)
+    return batch
 
 
 def test_heavy_rows_come_out_in_units_after_the_light_ones() -> None:
@@ -192,13 +175,11 @@ def _plan(
     samples and two variants (2000 forwards per heavy row) in batches of 64."""
     from types import SimpleNamespace
 
-    from audit.run.plan import RunPlan
-
     raw = {"data": {"flush_units": flush, "no_progress_timeout_s": timeout}}
     raw["explain"] = {"enabled": heavy, "n_samples": 1000}
     cfg = build_config({**raw, "predict": {"batch_size": 64}})
-    sections = RunPlan.sections.fget(SimpleNamespace(cfg=cfg))  # type: ignore[attr-defined]
-    stages = RunPlan.stages.fget(SimpleNamespace(sections=sections))  # type: ignore[attr-defined]
+    sections = STAGES.sections(cfg)  # what RunPlan.sections and .stages return
+    stages = STAGES.enabled(sections)
     return SimpleNamespace(cfg=cfg, sections=sections, stages=stages, device=device)
 
 
