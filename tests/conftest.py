@@ -49,7 +49,15 @@ def ray_local() -> Iterator[None]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+        # Ray kills idle workers beyond num_workers_soft_limit (default: the CPU count, 2),
+        # and Ray Data's own actors count towards it: every run would start its decode and
+        # criticism workers afresh (seconds of imports each). A long-lived cluster keeps them.
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=True,
+            _system_config={"num_workers_soft_limit": 8},
+        )
     yield
     ray.shutdown()
 

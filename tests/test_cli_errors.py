@@ -298,25 +298,38 @@ def test_run_refuses_a_finished_or_busy_run_before_it_joins_ray(
     tmp_path: Path, empty_run: Any
 ) -> None:
     """The checks that need no Ray come first: with no Ray at the address, the refusal is the
-    run's, not "no Ray cluster answers" (which it was, after Ray, before)."""
+    run's, not "no Ray cluster answers" (which it was, after Ray, before). The installed CLI
+    runs in a fresh process, where no Ray is ever up already."""
     import json as json_
     import os
     import socket
+    import subprocess
+    import sys
     import time
 
     from audit.run.lease import LEASE, Holder
 
+    def refusal(run_id: str) -> str:
+        cli = str(Path(sys.executable).parent / "audit-cli")  # the venv running the tests
+        args = ["run", "-o", str(tmp_path), "--address", nobody, "--no-progress"]
+        done = subprocess.run(
+            [cli, *args, "--run-id", run_id], capture_output=True, text=True, timeout=120
+        )
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 1 and len(lines) == 1, done.stdout + done.stderr
+        assert lines[0].startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+        return lines[0]
+
     nobody = f"127.0.0.1:{free_port()}"
     empty_run("done", state="succeeded")
-    args = ["run", "-o", str(tmp_path), "--address", nobody, "--no-progress"]
-    line = one_error_line(runner.invoke(app, [*args, "--run-id", "done"]))
+    line = refusal("done")
     assert "already finished" in line, line
     empty_run("busy")
     now = time.time()
     holder = Holder(host=socket.gethostname(), pid=os.getpid(), token="t", started=now,
                     heartbeat=now).to_json()  # fmt: skip
     (tmp_path / "busy" / LEASE).write_text(json_.dumps(holder))
-    line = one_error_line(runner.invoke(app, [*args, "--run-id", "busy"]))
+    line = refusal("busy")
     assert line.startswith("error: run 'busy' is in use by the driver pid"), line
     from audit.config import build_config
     from audit.run import check_output

@@ -47,6 +47,7 @@ from audit.models.torchvision import (
     classification_names,
     weights_transform,
 )
+from audit.models.transform import INTERPOLATIONS, EvalTransform
 from audit.models.weights import load_state_bytes
 from audit.stages.predict import images_to_tensor
 
@@ -143,6 +144,39 @@ def test_weights_transform_is_bit_identical_to_torchvision(
             f"{_label(name, weights)} on {label}: {ours.describe()} differs from {reference}; "
             f"max |diff| {(got - want).abs().max().item():.3g}"
         )
+
+
+@pytest.mark.parametrize("interpolation", list(INTERPOLATIONS))
+def test_pil_transform_equals_torchvision_functional_at_the_edges(interpolation: str) -> None:
+    """The transform runs on PIL alone (the decode tasks never import torchvision); it must
+    equal torchvision's functional resize and centre crop of a PIL image where they branch: an
+    image already at the resized size (returned as is), a crop larger than the image on one or
+    both sides (zero padding, odd margins), a crop offset that rounds half to even."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as tvf
+
+    photo = sample_photo("chelsea")
+    mode = InterpolationMode(interpolation)
+    cases = [  # (image w, h), resize, crop (h, w), resize_mode
+        ((256, 300), (256,), (224, 224), "shorter"),  # already at size: no resize
+        ((300, 451), (200,), (224, 224), "shorter"),  # crop wider than the resized image
+        ((451, 300), (180,), (225, 301), "shorter"),  # taller and wider, odd margins
+        ((97, 61), (45,), (50, 71), "shorter"),  # padded on both sides
+        ((120, 181), (103, 78), (100, 75), "squash"),  # offsets 1.5: rounded up to 2
+        ((120, 181), (105, 80), (100, 75), "squash"),  # offsets 2.5: rounded down to 2
+        ((300, 200), (300, 200), (299, 199), "squash"),  # squash to its own size: no resize
+    ]
+    for (w, h), resize, crop, resize_mode in cases:
+        img = photo.resize((w, h), Image.Resampling.LANCZOS)
+        t = EvalTransform(
+            resize=resize, crop=crop, interpolation=interpolation, resize_mode=resize_mode
+        )
+        size = list(resize)
+        want = tvf.center_crop(tvf.resize(img, size, interpolation=mode), list(crop))
+        got = t.apply(img)
+        label = f"{w}x{h} {resize_mode} {resize} crop {crop}"
+        assert got.shape == (*crop, 3), label
+        assert np.array_equal(got, np.asarray(want)), label
 
 
 # --- a private torch home ---------------------------------------------------------------------

@@ -26,12 +26,10 @@ from __future__ import annotations
 import os
 import re
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torchvision
 from torch import Tensor, nn
-from torchvision.models import WeightsEnum
 
 from audit.config import ConfigError, ModelConfig
 from audit.data.classes import imagenet_classes
@@ -49,6 +47,9 @@ from audit.models.weights import (
     state_digest,
 )
 
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
+
 EXCLUDED = frozenset({"squeezenet1_0", "squeezenet1_1"})
 """torchvision classifiers without an nn.Linear layer, hence without an embedding to capture."""
 
@@ -58,9 +59,17 @@ _DENSENET_LEGACY = re.compile(
 )
 
 
+def _models() -> Any:
+    """``torchvision.models``, imported on first use: importing torchvision takes seconds (it
+    pulls in ``torch._dynamo``) that a process running another source never needs."""
+    import torchvision.models
+
+    return torchvision.models
+
+
 @lru_cache(maxsize=1)
 def classification_names() -> frozenset[str]:
-    return frozenset(torchvision.models.list_models(module=torchvision.models))
+    return frozenset(_models().list_models(module=_models()))
 
 
 def cache_path(weights: WeightsEnum) -> str:
@@ -69,7 +78,7 @@ def cache_path(weights: WeightsEnum) -> str:
 
 
 def default_weights(name: str) -> WeightsEnum:
-    weights: WeightsEnum = torchvision.models.get_model_weights(name).DEFAULT
+    weights: WeightsEnum = _models().get_model_weights(name).DEFAULT
     return weights
 
 
@@ -86,7 +95,7 @@ def named_weights(name: str, text: str) -> WeightsEnum | None:
     match = _WEIGHTS_NAME.fullmatch(text)
     if match is None or "/" in text:
         return None
-    enum = torchvision.models.get_model_weights(name)
+    enum = _models().get_model_weights(name)
     member = match.group(1)
     if member == "DEFAULT":
         return default_weights(name)
@@ -162,7 +171,7 @@ def build_for_weights(
     Raises:
         ConfigError: ``state`` does not fit (one line).
     """
-    net: Any = torchvision.models.get_model(name, weights=None, **builder_kwargs(name, weights))
+    net: Any = _models().get_model(name, weights=None, **builder_kwargs(name, weights))
     load_into(net, fix_legacy_keys(name, state), name, source or name)
     # torchvision drops the auxiliary heads after loading unless aux_logits=True is asked for,
     # which is inception_v3's default (it keeps AuxLogits, unused in eval) but not googlenet's
@@ -206,7 +215,7 @@ class TorchvisionEntry(ModelEntry):
     def build(self, cfg: ModelConfig) -> Built:
         classes = imagenet_classes()
         if cfg.weights == "random":
-            net = seeded(lambda: torchvision.models.get_model(self.name, weights=None), cfg.seed)
+            net = seeded(lambda: _models().get_model(self.name, weights=None), cfg.seed)
             return Built(
                 net, classes, Weights(f"random (seed={cfg.seed})", state_digest(net), "state_dict")
             )

@@ -27,8 +27,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as tvf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,14 +34,18 @@ MAX_ASPECT = 16.0
 """Beyond this aspect ratio the source is centre-cut first (ImageNet's most elongated images are
 far below it)."""
 
-INTERPOLATIONS: dict[str, InterpolationMode] = {
-    "nearest": InterpolationMode.NEAREST,
-    "bilinear": InterpolationMode.BILINEAR,
-    "bicubic": InterpolationMode.BICUBIC,
-    "box": InterpolationMode.BOX,
-    "hamming": InterpolationMode.HAMMING,
-    "lanczos": InterpolationMode.LANCZOS,
+INTERPOLATIONS: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
 }
+"""The PIL filter of each of torchvision's ``InterpolationMode`` names (torchvision's own
+``pil_modes_mapping``). The transform runs on PIL alone, as torchvision's functional resize and
+centre crop do on a PIL image, so that the decode tasks never import torchvision (seconds of
+start-up in every fresh worker)."""
 
 RESIZE_MODES = ("shorter", "keep_ratio", "squash")
 """``shorter``: the shorter side to ``resize[0]`` (torchvision's ``Resize(int)``);
@@ -201,14 +203,30 @@ class EvalTransform:
         for images whose aspect ratio is at most :data:`MAX_ASPECT`.
         """
         img = _cut_extreme(img)
-        mode = INTERPOLATIONS[self.interpolation]
-        if self.resize_mode == "shorter":
-            img = tvf.resize(img, [self.resize[0]], interpolation=mode, antialias=True)
-        else:
-            h, w = self.resized_size(*img.size)
-            img = tvf.resize(img, [h, w], interpolation=mode, antialias=True)
-        img = tvf.center_crop(img, list(self.crop_hw))
+        h, w = self.resized_size(*img.size)
+        if (h, w) != (img.height, img.width):  # torchvision returns the image itself then
+            img = img.resize((w, h), INTERPOLATIONS[self.interpolation])
+        img = _center_crop(img, *self.crop_hw)
         return np.asarray(img, dtype=np.uint8).copy()
+
+
+def _center_crop(img: Image.Image, crop_h: int, crop_w: int) -> Image.Image:
+    """torchvision's ``center_crop`` of a PIL image: a crop larger than the image pads it with
+    zeros first (the larger half of the margin after the image), then the crop starts at the
+    rounded centre offset (Python's round, half to even)."""
+    if crop_w > img.width or crop_h > img.height:
+        left = (crop_w - img.width) // 2 if crop_w > img.width else 0
+        top = (crop_h - img.height) // 2 if crop_h > img.height else 0
+        right = (crop_w - img.width + 1) // 2 if crop_w > img.width else 0
+        bottom = (crop_h - img.height + 1) // 2 if crop_h > img.height else 0
+        padded = Image.new(img.mode, (img.width + left + right, img.height + top + bottom), 0)
+        padded.paste(img, (left, top))
+        img = padded
+        if (img.width, img.height) == (crop_w, crop_h):
+            return img
+    top = round((img.height - crop_h) / 2.0)
+    left = round((img.width - crop_w) / 2.0)
+    return img.crop((left, top, left + crop_w, top + crop_h))
 
 
 def _cut_extreme(img: Image.Image) -> Image.Image:

@@ -6,9 +6,12 @@ Steps 3 to 5 of :mod:`audit.stages.explain`'s recipe, as lime 0.2's ``LimeBase``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.linear_model import LinearRegression, Ridge, lars_path
+
+if TYPE_CHECKING:  # sklearn is imported where LIME runs: seconds of start-up in every actor
+    from sklearn.linear_model import LinearRegression, Ridge
 
 REGRESSORS = ("wls", "ridge")
 
@@ -70,6 +73,8 @@ def _lasso_path_features(
         weights[:, np.newaxis]
     )
     weighted_labels = (labels - np.average(labels, weights=weights)) * np.sqrt(weights)
+    from sklearn.linear_model import lars_path
+
     nonzero = np.arange(weighted_data.shape[1])
     _, _, coefs = lars_path(weighted_data, weighted_labels, method="lasso", verbose=False)
     for i in range(len(coefs.T) - 1, 0, -1):
@@ -113,6 +118,8 @@ def fit_surrogate(
             f"masks must be (n, d) with target and sample_weight of length n. Got {data.shape}, "
             f"{y.shape} and {w.shape} instead."
         )
+    from sklearn.linear_model import LinearRegression, Ridge
+
     used = _lasso_path_features(data, y, w, num_features)
     model: LinearRegression | Ridge = (
         LinearRegression() if regressor == "wls" else Ridge(alpha=1.0, fit_intercept=True)
