@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import sys
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,9 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 # Public ImageNet label data vendored for the tests (tests/data; sources, licenses and trimming
 # in tests/data/README.md). AUDIT_SHARED_DATA may point at another copy of the same layout.
 SHARED_DATA = Path(os.environ.get("AUDIT_SHARED_DATA", Path(__file__).resolve().parent / "data"))
+
+AUDIT_CLI = str(Path(sys.executable).parent / "audit-cli")
+"""The installed ``audit-cli`` of the venv running the tests."""
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field")
 

@@ -13,7 +13,7 @@ from typing import Any
 import fsspec
 import pytest
 import typer
-from conftest import free_port, moto_s3
+from conftest import AUDIT_CLI, free_port, moto_s3
 from fsspec.implementations.local import LocalFileSystem
 from test_human_export import make_run
 from typer.core import TyperGroup
@@ -304,16 +304,14 @@ def test_run_refuses_a_finished_or_busy_run_before_it_joins_ray(
     import os
     import socket
     import subprocess
-    import sys
     import time
 
     from audit.run.lease import LEASE, Holder
 
     def refusal(run_id: str) -> str:
-        cli = str(Path(sys.executable).parent / "audit-cli")  # the venv running the tests
         args = ["run", "-o", str(tmp_path), "--address", nobody, "--no-progress"]
         done = subprocess.run(
-            [cli, *args, "--run-id", run_id], capture_output=True, text=True, timeout=120
+            [AUDIT_CLI, *args, "--run-id", run_id], capture_output=True, text=True, timeout=120
         )
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert done.returncode == 1 and len(lines) == 1, done.stdout + done.stderr

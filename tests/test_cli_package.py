@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 import typer
+from conftest import AUDIT_CLI
 
 import audit
 
 REPO = Path(__file__).parents[1]
-AUDIT_CLI = str(Path(sys.executable).parent / "audit-cli")
 COMMANDS = (
     "run",
     "status",

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ import numpy as np
 import pytest
 import torch
 from cluster_fixtures import LocalCluster, token_cluster
+from conftest import AUDIT_CLI
 from typer.testing import CliRunner
 
 from audit.cli import app
@@ -38,7 +38,6 @@ from audit.models.weights import state_digest
 from audit.store import read_manifest, read_table
 
 FACTORY_DIR = Path(__file__).parent / "factory_models"
-AUDIT_CLI = str(Path(sys.executable).parent / "audit-cli")
 MEAN = STD = (0.5, 0.5, 0.5)
 PER_CLASS = 5
 MODEL_SETS = [

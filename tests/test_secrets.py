@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,14 +23,13 @@ from typing import Any
 import fsspec
 import pytest
 import yaml
-from conftest import free_port, moto_s3
+from conftest import AUDIT_CLI, free_port, moto_s3
 from typer.testing import CliRunner
 
 from audit.cli import app
 
 SECRET = "SeCrEt-" + uuid.uuid4().hex
 KEY = "AKIA" + uuid.uuid4().hex[:16].upper()
-CLI = str(Path(sys.executable).parent / "audit-cli")  # the venv running the tests
 BUCKET = f"secrets-{uuid.uuid4().hex[:12]}"  # moto keeps buckets of earlier servers
 
 
@@ -187,7 +185,7 @@ def run_cli(args: list[str], cwd: Path, gcs: str) -> subprocess.CompletedProcess
     env = {**os.environ, "AUDIT_LOG_LEVEL": "DEBUG"}
     env.pop("AWS_SECRET_ACCESS_KEY", None)
     return subprocess.run(
-        [CLI, "run", "--no-progress", "--address", gcs, *args],
+        [AUDIT_CLI, "run", "--no-progress", "--address", gcs, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
