@@ -14,7 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fixtures_demo import demo_cache, demo_run, empty_run  # noqa: F401  (shared fixtures)
+from fixtures_demo import (  # noqa: F401  (shared fixtures)
+    demo_cache,
+    demo_run,
+    empty_run,
+    jobs_cluster,
+)
 from PIL import Image
 
 # Keep Ray's own state inside the test session and quiet.

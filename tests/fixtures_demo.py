@@ -7,11 +7,14 @@ session (rendering it is seconds of CPU per module otherwise). Tests point
 the rendered files must keep a cache of its own (tests/test_pipeline.py's
 ``test_demo_bytes_travel_with_the_rows`` does).
 
-``demo_run``: the embedded demo run the report tests read (300 digits + 1 broken file,
-adversarial images kept, LIME cut to 100 samples), made once per session with ``run_audit`` on
-the session's local Ray. It is read-only: a test that changes a run copies it first
-(``copy_run``). Sharing it means asking for the same configuration: a module that needs the
-demo under other settings builds its own run.
+``demo_run``: the embedded demo run that the CLI, report, human-study and manifest tests read
+(300 digits + 1 broken file, adversarial images kept, LIME cut to 100 samples), made once per
+session by ``audit-cli run`` on the session's local Ray. It is read-only: a test that changes
+a run copies it first (``copy_run``). Sharing it means asking for the same configuration: a
+module that needs the demo under other settings builds its own run.
+
+``jobs_cluster``: one ``ray start --head`` cluster with token auth for every test that submits
+jobs, its jobs reading ``demo_cache``.
 
 ``empty_run``: writes a failed run with every table empty (no Ray: ``RunStore``), on which the
 report has its summary and accuracy only; a function-scoped factory under the test's tmp_path.
@@ -20,9 +23,8 @@ report has its summary and accuracy only; a function-scoped factory under the te
 from __future__ import annotations
 
 import importlib
-import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ DEMO_RUN_OVERRIDES = (
     "explain.n_samples=100",
     "explain.batch_size=50",
 )
+RUN_OUTPUT = "run-output.txt"  # beside ./audit-output in the demo run's working folder
 
 
 def run_audit_function() -> Callable[..., Any]:
@@ -69,15 +72,43 @@ def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory, demo_cache: str, ray_local: None) -> str:
     """The embedded demo (300 digits + 1 broken file), adversarial images kept, LIME cut to
-    100 samples so that the run takes about a minute. Read-only: copy it to change it."""
-    from audit.config import build_config
+    100 samples so that the run takes about half a minute. Read-only: copy it to change it.
 
-    root = tmp_path_factory.mktemp("demo-run")
-    cfg = build_config({}, [f"output.root={json.dumps(str(root))}", *DEMO_RUN_OVERRIDES])
+    It is made as a user makes it: ``audit-cli run --set ...`` (no config file, so the demo
+    config) in the session's process, from a working folder, into that folder's
+    ``./audit-output``. The CLI's output is kept beside it (:func:`demo_run_output`)."""
+    from typer.testing import CliRunner
+
+    from audit.cli import app
+
+    work = tmp_path_factory.mktemp("demo-run")
+    args = ["run"]
+    for override in DEMO_RUN_OVERRIDES:
+        args += ["--set", override]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AUDIT_CACHE_DIR", demo_cache)
-        run_audit_function()(cfg)
-    return str(root / DEMO_RUN_ID)
+        mp.chdir(work)
+        result = CliRunner().invoke(app, args)
+    if result.exit_code != 0:
+        raise RuntimeError(f"the shared demo run failed:\n{result.output[-3000:]}")
+    (work / RUN_OUTPUT).write_text(result.output, encoding="utf-8")
+    return str(work / "audit-output" / DEMO_RUN_ID)
+
+
+def demo_run_output(run: str) -> str:
+    """What ``audit-cli run`` printed while it made the shared ``demo_run``."""
+    return (Path(run).parents[1] / RUN_OUTPUT).read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def jobs_cluster(demo_cache: str) -> Iterator[Any]:
+    """One ``ray start --head`` cluster with token auth (tests/cluster_fixtures.py) for every
+    test that submits jobs to the Jobs API; its jobs read the session's rendered demo set.
+    Tests tell their jobs apart by run id, never by what else the cluster has run."""
+    from cluster_fixtures import token_cluster  # it imports conftest, which imports this
+
+    with token_cluster(extra_env={"AUDIT_CACHE_DIR": demo_cache}) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from fixtures_demo import copy_run, demo_run_output
 from test_attack import reference_loop
 from typer.testing import CliRunner
 
@@ -28,36 +29,35 @@ runner = CliRunner()
 REPO = Path(__file__).parents[1]
 
 
-# demo_cache: the session's AUDIT_CACHE_DIR with the demo set rendered once (tests/fixtures_demo.py)
+# demo_cache, demo_run: the session's rendered demo set and demo run (tests/fixtures_demo.py)
 
 
-@pytest.mark.slow  # the whole demo with the default settings (LIME at 1000 samples)
-def test_run_with_no_arguments_runs_the_demo(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_local: None, demo_cache: str
+def test_run_without_a_config_runs_the_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_run: str
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("AUDIT_CACHE_DIR", demo_cache)
-    result = runner.invoke(app, ["run"])
-    assert result.exit_code == 0, result.output
-    runs = list((tmp_path / "audit-output").iterdir())
-    assert len(runs) == 1
-    run = str(runs[0])
-    m = read_manifest(run)
-    assert m["state"] == "succeeded"
-    preds = read_table(run, "predictions")
-    errors = read_table(run, "errors")
-    metrics = read_table(run, "metrics")
+    # demo_run is `audit-cli run --set ...` with no config file, from a working folder
+    # (tests/fixtures_demo.py): the demo config, written under that folder's ./audit-output.
+    work = Path(demo_run).parents[1]
+    assert [p.name for p in (work / "audit-output").iterdir()] == [Path(demo_run).name]
+    output = demo_run_output(demo_run)
+    m = read_manifest(demo_run)
+    assert m["state"] == "succeeded" and m["model"]["name"] == "demo_digits"
+    assert m["data"]["source"].endswith("demo-digits-v1")  # the rendered demo set
+    preds = read_table(demo_run, "predictions")
+    errors = read_table(demo_run, "errors")
+    metrics = read_table(demo_run, "metrics")
     assert preds.num_rows + errors.num_rows == m["data"]["inputs"] == 301
     assert errors.column("image_id").to_pylist() == ["DEMO_val_99999999"]  # the planted broken file
     top1 = {r["scope"]: r["value"] for r in metrics.to_pylist() if r["name"] == "top1_error"}
     assert top1["all"] < 0.10
     assert len(top1) == 11  # overall + 10 digit classes
-    assert "top1_error" in result.output
-    assert "adv_top1_accuracy" in result.output and "steps_to_flip: 0:" in result.output
-    check_adversarial_against_reference(run, preds)
-    check_selections_against_reference(run, preds)
-    check_explanations(run, preds)
+    assert "top1_error" in output
+    assert "adv_top1_accuracy" in output and "steps_to_flip: 0:" in output
+    check_adversarial_against_reference(demo_run, preds)
+    check_selections_against_reference(demo_run, preds)
+    check_explanations(demo_run, preds, n_samples=m["config"]["explain"]["n_samples"])
     # the report and the human-study commands are registered on the main CLI
+    run = copy_run(demo_run, tmp_path / "demo")  # the report is written into the run
     report = runner.invoke(app, ["report", run])
     assert report.exit_code == 0, report.output
     html = (Path(run) / "report" / "index.html").read_text(encoding="utf-8")
@@ -65,11 +65,12 @@ def test_run_with_no_arguments_runs_the_demo(
     public = runner.invoke(app, ["human", "public", "--help"])
     assert public.exit_code == 0 and "ReaL" in public.output
 
+    monkeypatch.chdir(work)  # status with no run: the latest run under ./audit-output
     status = runner.invoke(app, ["status"])
     assert status.exit_code == 0, status.output
     assert "state: succeeded" in status.output and "table predictions: 300 rows" in status.output
     as_json = runner.invoke(app, ["status", "--json"])
-    assert json.loads(as_json.output)["run_id"] == runs[0].name
+    assert json.loads(as_json.output)["run_id"] == Path(demo_run).name
 
 
 def check_adversarial_against_reference(run: str, preds: pa.Table) -> None:
@@ -137,7 +138,7 @@ def check_selections_against_reference(run: str, preds: pa.Table) -> None:
     assert {s["class_id"] for s in sel} == {f"digit_{d}" for d in range(10)}
 
 
-def check_explanations(run: str, preds: pa.Table) -> None:
+def check_explanations(run: str, preds: pa.Table, n_samples: int) -> None:
     """First image of each class explained (clean, plus adversarial when flipped); one row
     re-explained directly from its stored segment map gives the same surrogate."""
     ex = read_table(run, "explanations").to_pylist()
@@ -163,7 +164,8 @@ def check_explanations(run: str, preds: pa.Table) -> None:
     clean = next(e for e in ex if e["variant"] == "clean")
     model = load_model(ModelConfig(name="demo_digits")).module
     image = load_image(by_id[clean["image_id"]]["uri"], 10**8)
-    again = explain(model, image, decode_segments(clean["segments"]), clean["explained_class"])
+    seg = decode_segments(clean["segments"])
+    again = explain(model, image, seg, clean["explained_class"], n_samples=n_samples)
     np.testing.assert_allclose(again.surrogate.weights, clean["weights"], rtol=1e-6, atol=1e-9)
     assert again.surrogate.top_features.tolist() == clean["top_features"]
 
@@ -204,7 +206,7 @@ def test_models_lists_registry() -> None:
     assert {"resnet18", "resnet101", "densenet121", "densenet161", "demo_digits"} <= set(names)
 
 
-@pytest.mark.slow  # a fresh process starts its own Ray and runs 40 demo images
+@pytest.mark.slow  # a fresh process starts its own Ray and runs 12 demo images
 def test_job_entrypoint_runs_on_its_own(tmp_path: Path, demo_cache: str) -> None:
     env = {**os.environ, "AUDIT_CACHE_DIR": demo_cache, "RAY_ADDRESS": ""}
     proc = subprocess.run(
@@ -215,9 +217,9 @@ def test_job_entrypoint_runs_on_its_own(tmp_path: Path, demo_cache: str) -> None
             "--config",
             str(REPO / "configs" / "demo.yaml"),
             "--set",
-            "data.limit=40",
+            "data.limit=12",
             "--set",
-            "explain.n_samples=100",
+            "explain.n_samples=20",
             "--set",
             f"output.root={tmp_path}",
             "--set",
@@ -232,7 +234,7 @@ def test_job_entrypoint_runs_on_its_own(tmp_path: Path, demo_cache: str) -> None
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "run job: succeeded" in proc.stdout
     m = read_manifest(str(tmp_path / "job"))
-    assert m["tables"]["predictions"]["rows"] + m["tables"]["errors"]["rows"] == 40
+    assert m["tables"]["predictions"]["rows"] + m["tables"]["errors"]["rows"] == 12
 
 
 def test_job_entrypoint_bad_config_exits_2(tmp_path: Path) -> None:

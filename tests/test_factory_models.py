@@ -20,14 +20,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
-from cluster_fixtures import LocalCluster, token_cluster
+from cluster_fixtures import LocalCluster, jobs_cli
 from conftest import AUDIT_CLI
 from typer.testing import CliRunner
 
@@ -242,42 +241,25 @@ def test_a_factory_that_cannot_be_imported_is_one_line_before_ray(tmp_path: Path
 # --- the same model as a Ray job ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with token_cluster() as c:
-        yield c
-
-
-def cli(cluster: LocalCluster, *args: str) -> Any:
-    """Run audit-cli in this process with the cluster's address and token."""
-    env = {
-        "RAY_API_SERVER_ADDRESS": cluster.address,
-        "RAY_AUTH_TOKEN": cluster.token,
-        "RAY_AUTH_TOKEN_PATH": None,
-        "RAY_ADDRESS": None,
-    }
-    return runner.invoke(app, list(args), env=env)  # type: ignore[arg-type]
-
-
 @pytest.mark.slow  # a Ray job
 @pytest.mark.timeout(900)  # a cluster start and a job; a shared 2-core machine can be slow
 def test_factory_model_as_a_ray_job(
-    cluster: LocalCluster,
+    jobs_cluster: LocalCluster,
     digits: Path,
     reference: dict[str, Ref],
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "out"
     # submitted from elsewhere: only the job's working dir holds my_digits.py
-    result = cli(
-        cluster,
+    result = jobs_cli(
+        jobs_cluster,
         "submit", "--working-dir", str(FACTORY_DIR),
         "--set", f"data.source={digits}", *MODEL_SETS, *FAST_SETS,
         "--set", "explain.enabled=false", "--set", "criticism.enabled=false",
         "--run-id", "fm-job", "-o", str(out), "--num-cpus", "0", "--wait", "--timeout", "600",
     )  # fmt: skip
     if result.exit_code != 0:  # say why: the job's own error is in its driver log
-        logs = cli(cluster, "logs", "fm-job").output
+        logs = jobs_cli(jobs_cluster, "logs", "fm-job").output
         raise AssertionError(f"{result.output}\n--- job logs ---\n{logs[-3000:]}")
     assert "job audit-fm-job: SUCCEEDED" in result.output, result.output
     run = str(out / "fm-job")

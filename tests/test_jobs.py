@@ -10,13 +10,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from cluster_fixtures import LocalCluster, token_cluster
+from cluster_fixtures import LocalCluster, jobs_cli
 from conftest import free_port
 from typer.testing import CliRunner
 
@@ -236,25 +235,8 @@ def test_run_and_submit_stop_on_a_bad_model_or_address_first(tmp_path: Path) -> 
     assert time.monotonic() - t0 < 60
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with token_cluster() as c:
-        yield c
-
-
-def cli(cluster: LocalCluster, *args: str) -> Any:
-    """Run audit-cli in this process with the cluster's address and token."""
-    env = {
-        "RAY_API_SERVER_ADDRESS": cluster.address,
-        "RAY_AUTH_TOKEN": cluster.token,
-        "RAY_AUTH_TOKEN_PATH": None,
-        "RAY_ADDRESS": None,
-    }
-    return runner.invoke(app, list(args), env=env)  # type: ignore[arg-type]
-
-
-def status_json(cluster: LocalCluster, ref: str, *extra: str) -> dict[str, Any]:
-    result = cli(cluster, "status", ref, "--json", *extra)
+def status_json(jobs_cluster: LocalCluster, ref: str, *extra: str) -> dict[str, Any]:
+    result = jobs_cli(jobs_cluster, "status", ref, "--json", *extra)
     assert result.exit_code == 0, result.output
     out: dict[str, Any] = json.loads(result.output)
     return out
@@ -270,22 +252,24 @@ def wait_for(cond: Any, timeout: float, what: str, poll: float = 1.0) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def test_missing_or_wrong_token_is_one_clear_line(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_missing_or_wrong_token_is_one_clear_line(
+    jobs_cluster: LocalCluster, tmp_path: Path
+) -> None:
     # a fresh process with no token anywhere (HOME points at an empty folder)
     proc = subprocess.run(
         [*CLI, "list"],
         cwd=REPO,
-        env=cluster.env(token=False, home=str(tmp_path)),
+        env=jobs_cluster.env(token=False, home=str(tmp_path)),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: the Ray cluster at " + cluster.address)
+    assert lines[-1].startswith("error: the Ray cluster at " + jobs_cluster.address)
     assert "requires an authentication token and none was sent" in lines[-1]
     assert "Traceback" not in proc.stderr
-    wrong = cluster.env(token=False, home=str(tmp_path))
+    wrong = jobs_cluster.env(token=False, home=str(tmp_path))
     wrong["RAY_AUTH_TOKEN"] = "0" * 64
     proc = subprocess.run(
         [*CLI, "status", "anything", "-o", str(tmp_path)],
@@ -299,25 +283,25 @@ def test_missing_or_wrong_token_is_one_clear_line(cluster: LocalCluster, tmp_pat
     assert "refused the authentication token from $RAY_AUTH_TOKEN" in proc.stderr
     assert "0" * 64 not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
     # the token from a file named by RAY_AUTH_TOKEN_PATH works
-    (tmp_path / "tok").write_text(cluster.token + "\n")
+    (tmp_path / "tok").write_text(jobs_cluster.token + "\n")
     result = runner.invoke(
         app,
         ["list"],
         env={  # type: ignore[arg-type]
-            "RAY_API_SERVER_ADDRESS": cluster.address,
+            "RAY_API_SERVER_ADDRESS": jobs_cluster.address,
             "RAY_AUTH_TOKEN": None,
             "RAY_AUTH_TOKEN_PATH": str(tmp_path / "tok"),
         },
     )
     assert result.exit_code == 0, result.output
-    assert cluster.token not in result.output
+    assert jobs_cluster.token not in result.output
 
 
 @pytest.mark.slow  # a Ray job
-def test_failed_job_shows_failed_and_its_error(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_failed_job_shows_failed_and_its_error(jobs_cluster: LocalCluster, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-folder"
-    result = cli(
-        cluster,
+    result = jobs_cli(
+        jobs_cluster,
         "submit",
         "--working-dir",
         str(REPO),
@@ -335,23 +319,23 @@ def test_failed_job_shows_failed_and_its_error(cluster: LocalCluster, tmp_path: 
     assert result.exit_code == 0, result.output
     assert "submitted job audit-h7-fails" in result.output
     wait_for(
-        lambda: status_json(cluster, "audit-h7-fails")["job"]["status"] == "FAILED",
+        lambda: status_json(jobs_cluster, "audit-h7-fails")["job"]["status"] == "FAILED",
         240,
         "the job to fail",
     )
-    st = cli(cluster, "status", "h7-fails")
+    st = jobs_cli(jobs_cluster, "status", "h7-fails")
     assert st.exit_code == 0, st.output
     assert "job audit-h7-fails: FAILED" in st.output and "state: failed" in st.output
     error = [ln for ln in st.output.splitlines() if ln.strip().startswith("error: ")]
     assert len(error) == 1 and str(missing) in error[0], st.output
-    as_json = status_json(cluster, "h7-fails")
+    as_json = status_json(jobs_cluster, "h7-fails")
     assert as_json["state"] == "failed" and str(missing) in as_json["error"]
 
 
 @pytest.mark.slow  # a Ray job over the demo, stopped while it runs
 @pytest.mark.timeout(900)
 def test_running_job_shows_progress_then_stop_gives_stopped(
-    cluster: LocalCluster, tmp_path: Path
+    jobs_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     # LIME on every image with many samples keeps the job busy for minutes
@@ -374,11 +358,11 @@ def test_running_job_shows_progress_then_stop_gives_stopped(
         "-o",
         str(out),
     ]
-    result = cli(cluster, *args)
+    result = jobs_cli(jobs_cluster, *args)
     assert result.exit_code == 0, result.output
 
     def running() -> dict[str, Any] | None:
-        s = status_json(cluster, "h7-long")
+        s = status_json(jobs_cluster, "h7-long")
         ok = s["job"]["status"] == "RUNNING" and s["progress"] is not None
         return s if ok and s["progress"]["state"] == "running" else None
 
@@ -390,35 +374,35 @@ def test_running_job_shows_progress_then_stop_gives_stopped(
         assert predict["total"] == 301 and 0 <= predict["done"] <= 301  # 300 digits + 1 broken
     on_disk = read_manifest(str(out / "h7-long"))
     assert on_disk["run_id"] == "h7-long" and on_disk["state"] == "running"
-    text = cli(cluster, "status", "audit-h7-long")
+    text = jobs_cli(jobs_cluster, "status", "audit-h7-long")
     assert "job audit-h7-long: RUNNING" in text.output and "state: running" in text.output
     assert "stage predict:" in text.output
 
-    again = cli(cluster, *args)  # the same run while it is still running
+    again = jobs_cli(jobs_cluster, *args)  # the same run while it is still running
     assert again.exit_code == 1
     assert "job audit-h7-long of run 'h7-long' is still RUNNING" in again.output
 
-    stopped = cli(cluster, "stop", "h7-long")
+    stopped = jobs_cli(jobs_cluster, "stop", "h7-long")
     assert stopped.exit_code == 0, stopped.output
     assert "job audit-h7-long: STOPPED" in stopped.output
-    final = status_json(cluster, "h7-long")
+    final = status_json(jobs_cluster, "h7-long")
     assert final["job"]["status"] == "STOPPED" and final["state"] == "stopped"
     # a killed driver leaves its manifest at 'running': the job's STOPPED wins and says so
     left = read_manifest(str(out / "h7-long"))["state"]
     assert left in ("running", "failed")
     assert final["stale"] is (left == "running")
-    text = cli(cluster, "status", "h7-long")
+    text = jobs_cli(jobs_cluster, "status", "h7-long")
     assert "state: stopped" in text.output
     assert ("the manifest is stale" in text.output) is (left == "running")
-    assert "already ended: STOPPED" in cli(cluster, "stop", "h7-long").output
+    assert "already ended: STOPPED" in jobs_cli(jobs_cluster, "stop", "h7-long").output
 
 
-@pytest.mark.slow  # the whole demo as a Ray job, then a second attempt of its run id
-@pytest.mark.timeout(900)  # the whole demo; a shared 2-core machine can be slow
-def test_demo_job_runs_to_succeeded(cluster: LocalCluster, tmp_path: Path) -> None:
+@pytest.mark.slow  # one demo class as a Ray job, then a second attempt of its run id
+@pytest.mark.timeout(900)  # a shared 2-core machine can be slow
+def test_demo_job_runs_to_succeeded(jobs_cluster: LocalCluster, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = cli(
-        cluster,
+    result = jobs_cli(
+        jobs_cluster,
         "submit",
         "--working-dir",
         str(REPO),
@@ -432,6 +416,8 @@ def test_demo_job_runs_to_succeeded(cluster: LocalCluster, tmp_path: Path) -> No
         "0",
         "--set",
         "explain.n_samples=100",
+        "--set",  # one class: its 30 digits and the broken file (the demo's error row)
+        "data.classes=[digit_0]",
         "--wait",
         "--timeout",
         "600",
@@ -440,30 +426,30 @@ def test_demo_job_runs_to_succeeded(cluster: LocalCluster, tmp_path: Path) -> No
     assert "job audit-h7-demo: SUCCEEDED" in result.output
     run = str(out / "h7-demo")
     preds, errors = read_table(run, "predictions"), read_table(run, "errors")
-    assert preds.num_rows + errors.num_rows == 301
+    assert preds.num_rows + errors.num_rows == 31
     assert errors.column("image_id").to_pylist() == ["DEMO_val_99999999"]
 
-    s = status_json(cluster, "h7-demo")
+    s = status_json(jobs_cluster, "h7-demo")
     assert s["state"] == "succeeded" and not s["stale"] and s["error"] is None
     assert s["job"]["status"] == "SUCCEEDED" and s["job"]["run_url"] == run
     # the progress rows are what the tables on disk hold
     assert s["progress"]["rows"]["predictions"] == preds.num_rows
     assert s["progress"]["errors"] == errors.num_rows == 1
     assert s["progress"]["stages"]["predict"]["done"] == s["progress"]["stages"]["predict"]["total"]
-    text = cli(cluster, "status", "audit-h7-demo")
+    text = jobs_cli(jobs_cluster, "status", "audit-h7-demo")
     assert "job audit-h7-demo: SUCCEEDED" in text.output and "state: succeeded" in text.output
     assert f"table predictions: {preds.num_rows} rows" in text.output
 
-    logs = cli(cluster, "logs", "h7-demo")
+    logs = jobs_cli(jobs_cluster, "logs", "h7-demo")
     assert logs.exit_code == 0 and "run h7-demo: succeeded -> " in logs.output
     assert f"{run}\n" in logs.output  # the summary names the run folder
-    followed = cli(cluster, "logs", "audit-h7-demo", "--follow")  # ends with the job
+    followed = jobs_cli(jobs_cluster, "logs", "audit-h7-demo", "--follow")  # ends with the job
     assert followed.exit_code == 0 and "run h7-demo: succeeded" in followed.output
 
-    listed = cli(cluster, "list")
+    listed = jobs_cli(jobs_cluster, "list")
     rows = {ln.split()[0]: ln.split()[1] for ln in listed.output.splitlines()}
     assert rows["audit-h7-demo"] == "SUCCEEDED"
-    as_json = json.loads(cli(cluster, "list", "--json").output)
+    as_json = json.loads(jobs_cli(jobs_cluster, "list", "--json").output)
     assert {r["submission_id"]: r["run_url"] for r in as_json}["audit-h7-demo"] == run
 
     # A manifest written before the job started is an earlier attempt's: its state and error
@@ -472,17 +458,17 @@ def test_demo_job_runs_to_succeeded(cluster: LocalCluster, tmp_path: Path) -> No
     manifest.update(updated="2000-01-01T00:00:00Z", state="failed", error="an earlier error")
     (out / "h7-demo" / "manifest.json").write_text(json.dumps(manifest))
     for ref in ("h7-demo", run):
-        s = status_json(cluster, ref)
+        s = status_json(jobs_cluster, ref)
         assert s["manifest_of_earlier_attempt"] and s["job"]["status"] == "SUCCEEDED"
         assert s["state"] == "succeeded" and s["error"] is None, ref
-    text = cli(cluster, "status", run).output
+    text = jobs_cli(jobs_cluster, "status", run).output
     assert (
         "note: this manifest is from an earlier attempt" in text and "an earlier error" not in text
     )
 
     # a second attempt of the run id gets the next submission id
-    again = cli(
-        cluster,
+    again = jobs_cli(
+        jobs_cluster,
         "submit",
         "--working-dir",
         str(REPO),
@@ -502,21 +488,21 @@ def test_demo_job_runs_to_succeeded(cluster: LocalCluster, tmp_path: Path) -> No
     )
     assert again.exit_code == 0, again.output
     assert "job audit-h7-demo.2: SUCCEEDED" in again.output
-    latest = status_json(cluster, "h7-demo")
+    latest = status_json(jobs_cluster, "h7-demo")
     assert latest["job"]["submission_id"] == "audit-h7-demo.2"
     assert latest["progress"]["inputs"] == 20
 
 
-def test_unknown_run_or_job(cluster: LocalCluster, tmp_path: Path) -> None:
-    st = cli(cluster, "status", "h7-nope", "-o", str(tmp_path))
+def test_unknown_run_or_job(jobs_cluster: LocalCluster, tmp_path: Path) -> None:
+    st = jobs_cli(jobs_cluster, "status", "h7-nope", "-o", str(tmp_path))
     assert st.exit_code == 1
     assert st.output.strip().splitlines() == [
         f"error: no run 'h7-nope': neither a run folder nor a run id under {str(tmp_path)!r}, "
-        f"nor a job at {cluster.address}"
+        f"nor a job at {jobs_cluster.address}"
     ]
     for cmd in ("logs", "stop"):
-        r = cli(cluster, cmd, "h7-nope")
+        r = jobs_cli(jobs_cluster, cmd, "h7-nope")
         assert r.exit_code == 1
-        assert r.output.strip() == f"error: no job 'h7-nope' at {cluster.address} " + (
+        assert r.output.strip() == f"error: no job 'h7-nope' at {jobs_cluster.address} " + (
             "(neither a submission id, a job id nor a run id)"
         )

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL = {
     "data": {"per_class": 6, "decode_batch_size": 8},
     "predict": {"batch_size": 8},
-    "explain": {"per_class": 1, "n_samples": 200},
+    "explain": {"per_class": 1, "n_samples": 50},
 }
 
 
@@ -56,8 +56,10 @@ def small_config(root: Path | str, run_id: str, **sections: dict[str, Any]) -> d
 
 
 @pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    cache = str(tmp_path_factory.mktemp("demo-cache"))
+def demo_cache(demo_cache: str) -> Iterator[str]:
+    """The session's rendered demo set (tests/fixtures_demo.py), as this module's
+    ``AUDIT_CACHE_DIR``: the runs here read it in this process."""
+    cache = demo_cache
     old = os.environ.get("AUDIT_CACHE_DIR")
     os.environ["AUDIT_CACHE_DIR"] = cache
     yield cache

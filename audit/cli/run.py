@@ -34,7 +34,7 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run the audit pass with a progress bar and print the error rates."""
-    from audit.run import check_output, preflight, run_audit
+    from audit.run import check_output, preflight
 
     cfg = load(config, overrides, output, run_id)
     preflight(cfg)
@@ -50,6 +50,8 @@ def run(
     from audit.summary import format_summary
 
     start_ray(address, probe=True)
+    from audit.run import run_audit  # the pipeline: seconds of imports, after the checks
+
     bar: Any = None
 
     def on_progress(done: int, total: int) -> None:

@@ -11,6 +11,7 @@
 - :mod:`~audit.run.collect`: the driver's consumer: dedup, buffer, commit shards;
 - :mod:`~audit.run.graph`: the Ray Data graph (decode tasks, model actors, streaming);
 - :mod:`~audit.run.finalize`: invariants, criticism, metrics, the final manifest;
+- :mod:`~audit.run.previous`: the output folder's checks (lease, finished run) before Ray;
 - :mod:`~audit.run.lifecycle`: :func:`run_audit`, those steps in order;
 - :mod:`~audit.run.reader`: :class:`RunReader`, what every reader of a finished or running run
   goes through (typed manifest, committed tables, classes).
@@ -26,14 +27,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from audit.run.lifecycle import ProgressFn, RunResult, check_output, run_audit
+    from audit.run.lifecycle import ProgressFn, RunResult, run_audit
     from audit.run.plan import RunPlan, default_run_id, explain_flags, preflight
+    from audit.run.previous import check_output
 
 _WHERE = {
     "ProgressFn": "audit.run.lifecycle",
     "RunResult": "audit.run.lifecycle",
     "run_audit": "audit.run.lifecycle",
-    "check_output": "audit.run.lifecycle",
+    "check_output": "audit.run.previous",
     "RunPlan": "audit.run.plan",
     "default_run_id": "audit.run.plan",
     "explain_flags": "audit.run.plan",

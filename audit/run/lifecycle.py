@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from audit.config import AuditConfig, ConfigError
+from audit.config import AuditConfig
 from audit.run import devices, graph, resume
 from audit.run.collect import ShardCollector
 from audit.run.counters import RunCounters
@@ -20,6 +20,7 @@ from audit.run.ledger import ShardLedger, exit_after_commits_from_env
 from audit.run.manifest import RunManifest
 from audit.run.manifest_types import Manifest
 from audit.run.plan import RunPlan, build_plan, default_run_id
+from audit.run.previous import previous_attempt, refuse
 from audit.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -82,25 +83,6 @@ def run_audit(
         return _run(cfg, run_id, store, lease, progress)
     finally:
         lease.release()
-
-
-def check_output(cfg: AuditConfig, *, lease_timeout_s: float | None = None) -> None:
-    """The checks of :func:`run_audit` that need no Ray, for an entry point to make before it
-    starts or joins Ray (seconds, not the half minute Ray takes): the output storage answers,
-    another driver's fresh lease is refused and a finished run id is refused (without
-    ``output.overwrite``). Reads only; :func:`run_audit` makes the same checks again. A run
-    with no ``output.run_id`` gets a new id, so there is nothing to check.
-
-    Raises:
-        ConfigError: the run already finished, or its folder holds something else.
-        RunInUseError: another driver holds the run's lease.
-        OSError: the output storage fails (after the retries of transient errors).
-    """
-    if cfg.output.run_id is None:
-        return
-    store = RunStore(cfg.output.root, cfg.output.run_id, cfg.output.storage_options)
-    RunLease(store.fs, store.path, cfg.output.run_id, store.url, lease_timeout_s).check()
-    previous_attempt(store, cfg.output.overwrite)
 
 
 def _run(
@@ -176,31 +158,6 @@ def _execute(
             record_failure(manifest, exc)
         raise
     return RunResult(run_id, store.url, manifest.data, metrics, data_stats)
-
-
-def previous_attempt(store: RunStore, overwrite: bool) -> Manifest | None:
-    """The manifest of an unfinished earlier attempt of this run, to resume; None for a new run.
-
-    Raises:
-        ConfigError: the run already finished (and ``overwrite`` is false), or its folder holds
-            something that is not a run of this version.
-    """
-    if overwrite:
-        return None
-    previous = store.read_manifest()
-    if previous is None:
-        store.refuse_existing(overwrite)  # a non-empty folder with no manifest
-        return None
-    refuse(resume.refusals_before_plan(previous, store.url))  # before typing: any version
-    return Manifest.from_json(previous, where=repr(store.url))
-
-
-def refuse(reasons: list[str]) -> None:
-    """Raises: ConfigError: with the first of ``reasons`` (the others are logged)."""
-    if reasons:
-        for reason in reasons[1:]:
-            log.error("also: %s", reason)
-        raise ConfigError(reasons[0])
 
 
 def write_classes(plan: RunPlan, store: RunStore) -> None:
