@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from audit.run import check_output, run_audit
+    from audit.run import check_output
 
     try:
         check_output(cfg)  # a finished run id or a busy run: before Ray starts
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     start_ray(args.address)
+    from audit.run import run_audit  # the pipeline: seconds of imports, after the checks
+
     # `audit-cli stop` / `ray job stop` send SIGTERM: turn it into an exception so the run
     # records itself as failed ("stopped") in its manifest instead of staying "running".
     signal.signal(signal.SIGTERM, _stopped)

@@ -5,6 +5,9 @@ only this cluster knows (``$RAY_AUTH_TOKEN`` in the cluster's environment, so no
 ``~/.ray/auth_token`` is read or written). Teardown stops only this cluster's processes: those
 whose command line names its temp dir, and their children. ``ray stop`` is not used: it stops
 every Ray process on the machine, including other test sessions'.
+
+``jobs_cluster`` (a session fixture, imported by conftest.py) is one such cluster shared by
+every test that submits jobs; ``jobs_cli`` runs ``audit-cli`` against it in this process.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,10 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
-from conftest import free_port
 
 VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -90,9 +101,10 @@ def _cluster_pids(temp_dir: str, markers: Sequence[str] = ()) -> set[int]:
 def stop_cluster(temp_dir: str, grace: float = 2.0, markers: Sequence[str] = ()) -> None:
     """SIGTERM this cluster's processes, then SIGKILL what is left after ``grace`` seconds.
 
-    Ray's GCS server, raylet and runtime-env agent ignore SIGTERM (measured: all four still ran
-    ten seconds after it), so a long grace only waits; the cluster and its temp dir are thrown
-    away, so nothing needs a clean shutdown.
+    Ray's processes are slow to go or stay (measured on a `ray start --head` cluster: the
+    raylet and the runtime-env agent went after ten seconds, the GCS server and the dashboard
+    were still running after eleven), so a long grace only waits; the cluster and its temp dir
+    are thrown away, so nothing needs a clean shutdown.
 
     ``markers``: other strings that only this cluster's command lines hold (its GCS address:
     the Ray client server names that, not the temp dir)."""
@@ -183,6 +195,15 @@ def token_cluster(extra_env: Mapping[str, str] | None = None) -> Iterator[LocalC
     finally:
         stop_cluster(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def jobs_cluster(demo_cache: str) -> Iterator[LocalCluster]:
+    """One token-auth cluster for every test that submits jobs to the Jobs API (imported by
+    conftest.py); its jobs read the session's rendered demo set. Tests tell their jobs apart by
+    run id, never by what else the cluster has run."""
+    with token_cluster(extra_env={"AUDIT_CACHE_DIR": demo_cache}) as cluster:
+        yield cluster
 
 
 def jobs_cli(cluster: LocalCluster, *args: str) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import sys
 import types
 from collections.abc import Iterator
@@ -14,12 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fixtures_demo import (  # noqa: F401  (shared fixtures)
-    demo_cache,
-    demo_run,
-    empty_run,
-    jobs_cluster,
-)
+from cluster_fixtures import free_port, jobs_cluster  # noqa: F401  (a helper; a shared fixture)
+from fixtures_demo import demo_cache, demo_run, empty_run  # noqa: F401  (shared fixtures)
 from PIL import Image
 
 # Keep Ray's own state inside the test session and quiet.
@@ -125,12 +120,6 @@ def write_odd_and_broken(folder: Path) -> dict[str, str]:
 @pytest.fixture
 def rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -13,9 +13,6 @@ session by ``audit-cli run`` on the session's local Ray. It is read-only: a test
 a run copies it first (``copy_run``). Sharing it means asking for the same configuration: a
 module that needs the demo under other settings builds its own run.
 
-``jobs_cluster``: one ``ray start --head`` cluster with token auth for every test that submits
-jobs, its jobs reading ``demo_cache``.
-
 ``empty_run``: writes a failed run with every table empty (no Ray: ``RunStore``), on which the
 report has its summary and accuracy only; a function-scoped factory under the test's tmp_path.
 """
@@ -24,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,17 +95,6 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory, demo_cache: str, ray_loca
 def demo_run_output(run: str) -> str:
     """What ``audit-cli run`` printed while it made the shared ``demo_run``."""
     return (Path(run).parents[1] / RUN_OUTPUT).read_text(encoding="utf-8")
-
-
-@pytest.fixture(scope="session")
-def jobs_cluster(demo_cache: str) -> Iterator[Any]:
-    """One ``ray start --head`` cluster with token auth (tests/cluster_fixtures.py) for every
-    test that submits jobs to the Jobs API; its jobs read the session's rendered demo set.
-    Tests tell their jobs apart by run id, never by what else the cluster has run."""
-    from cluster_fixtures import token_cluster  # it imports conftest, which imports this
-
-    with token_cluster(extra_env={"AUDIT_CACHE_DIR": demo_cache}) as cluster:
-        yield cluster
 
 
 @pytest.fixture

@@ -294,6 +294,39 @@ def test_run_with_an_unknown_s3fs_option_prints_one_line(
     no_secret(line)
 
 
+REFUSE_IN_A_FRESH_PROCESS = """
+import json, sys
+from typer.testing import CliRunner
+from audit.cli import app
+from ray_jobs.audit import main
+root, nobody = sys.argv[1], sys.argv[2]
+cli = CliRunner().invoke(app, ["run", "-o", root, "--run-id", "done", "--address", nobody])
+job = main(["--set", "output.root=" + root, "--set", "output.run_id=done"])
+pipeline = ("audit.run.lifecycle", "audit.model_actor", "ray.data")
+print(json.dumps({"cli": cli.exit_code, "cli_output": cli.output, "job": job,
+                  "imported": [m for m in pipeline if m in sys.modules]}))
+"""
+
+
+def test_a_refusal_comes_before_the_pipeline_is_imported(tmp_path: Path, empty_run: Any) -> None:
+    """``audit-cli run`` and the job entry point refuse a finished run without importing the
+    pipeline (the model actor, Ray Data: seconds of a fresh process's start), in a fresh
+    interpreter where nothing else imported it."""
+    import subprocess
+    import sys
+
+    empty_run("done", state="succeeded")
+    done = subprocess.run(
+        [sys.executable, "-c", REFUSE_IN_A_FRESH_PROCESS, str(tmp_path), f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["cli"] == 1 and "already finished" in got["cli_output"], got
+    assert got["job"] == 2 and "already finished" in done.stderr, done.stderr[-3000:]
+    assert got["imported"] == [], got
+
+
 def test_run_refuses_a_finished_or_busy_run_before_it_joins_ray(
     tmp_path: Path, empty_run: Any
 ) -> None:
