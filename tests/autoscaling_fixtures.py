@@ -21,8 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from cluster_fixtures import LocalCluster, start_cluster, stop_cluster
-from conftest import free_port
+from cluster_fixtures import LocalCluster, free_port, start_cluster, stop_cluster
 
 
 def fake_cluster_config(
@@ -83,10 +82,14 @@ def fake_cluster_config(
 
 @contextlib.contextmanager
 def autoscaling_cluster(
-    worker_types: Mapping[str, Mapping[str, Any]], head_cpus: int = 2, v2: bool = False
+    worker_types: Mapping[str, Mapping[str, Any]],
+    head_cpus: int = 2,
+    v2: bool = False,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[LocalCluster]:
     """A token-auth head with CPUs only whose autoscaler adds fake worker nodes of
-    ``worker_types`` on demand; stopped (only it, workers included) on exit."""
+    ``worker_types`` on demand; stopped (only it, workers included) on exit. ``extra_env`` is
+    added to the head's environment (Ray's ``RAY_<setting>`` system config, for one)."""
     from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
 
     temp_dir = tempfile.mkdtemp(prefix="rayas-", dir="/tmp")  # short: Unix socket paths
@@ -105,6 +108,7 @@ def autoscaling_cluster(
             RAY_CLOUD_INSTANCE_ID=FAKE_HEAD_NODE_ID,
             RAY_OVERRIDE_NODE_ID_FOR_TESTING=FAKE_HEAD_NODE_ID,
         )
+    env.update(extra_env or {})
     try:
         yield start_cluster(
             temp_dir,

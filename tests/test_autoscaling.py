@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from autoscaling_fixtures import autoscaling_cluster
-from cluster_fixtures import LocalCluster, _cluster_pids, _processes
+from cluster_fixtures import LocalCluster, _cluster_pids, _processes, jobs_cli
 
 from audit.config import ConfigError, Device
 from audit.run.devices import (
@@ -157,22 +156,58 @@ FAKE_GPU_WORKER = {
 }
 
 
-@pytest.mark.slow  # a Ray cluster, a worker node added, a run of the demo: about 2 minutes
-def test_the_autoscaler_adds_the_node_the_model_actors_need(tmp_path: Path) -> None:
-    t0 = time.monotonic()
-    with autoscaling_cluster(FAKE_GPU_WORKER) as cluster:
-        head = _head_node_id(cluster)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN_PATH")}
-        env.update(
-            RAY_ADDRESS=cluster.gcs_address,
-            RAY_AUTH_MODE="token",
-            RAY_AUTH_TOKEN=cluster.token,
-            RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # 127.0.0.1 stays 127.0.0.1 (loopback mode)
-            AUDIT_CACHE_DIR=str(tmp_path / "cache"),
+WORKER_SITE = REPO / "tests" / "worker_site"  # sitecustomize.py: a watch on workers' opens
+
+
+def _task_nodes(cluster: LocalCluster, name: str, count: int) -> list[str]:
+    """The node ids the ``count`` tasks called ``name`` ran on (the state API of the cluster's
+    dashboard; task events reach it within seconds, so this waits for all of them)."""
+    deadline, nodes = time.monotonic() + 60, []
+    while time.monotonic() < deadline:
+        r = requests.get(
+            cluster.address + "/api/v0/tasks",
+            params={
+                "filter_keys": "name",
+                "filter_predicates": "=",
+                "filter_values": name,
+                "detail": "true",
+                "limit": 1000,
+            },
+            headers={"Authorization": f"Bearer {cluster.token}"},
+            timeout=30,
         )
+        r.raise_for_status()
+        tasks = r.json()["data"]["result"]["result"]
+        nodes = [str(t["node_id"]) for t in tasks if t.get("state") == "FINISHED"]
+        if len(nodes) >= count:
+            return nodes
+        time.sleep(1)
+    raise AssertionError(f"the state API shows {len(nodes)} finished {name} tasks, not {count}")
+
+
+def _opens(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.mark.slow  # a Ray cluster, a worker node added, a job over the demo: about 2 minutes
+def test_a_job_on_an_autoscaling_cluster_gets_its_node_and_reads_nothing_of_the_drivers(
+    tmp_path: Path, demo_cache: str
+) -> None:
+    """``audit-cli submit`` of the demo (a set in the driver's cache) with a local output, to
+    the Jobs API of a two-node cluster with token auth: the autoscaler adds the node the model
+    actors ask for, they run there, and no process of that node opens a file of the demo set or
+    of the output (tests/worker_site/sitecustomize.py watches every Ray worker's opens)."""
+    t0 = time.monotonic()
+    out, log = tmp_path / "out", tmp_path / "opens.jsonl"
+    watch = {
+        "PYTHONPATH": str(WORKER_SITE),
+        "AUDIT_TEST_OPEN_LOG": str(log),
+        "AUDIT_TEST_DRIVER_ONLY": os.pathsep.join([demo_cache, str(out)]),
+        "AUDIT_CACHE_DIR": demo_cache,  # the driver's demo set, rendered once per session
+    }
+    with autoscaling_cluster(FAKE_GPU_WORKER, extra_env=watch) as cluster:
+        head = _head_node_id(cluster)
         sets = [
-            f"output.root={json.dumps(str(tmp_path / 'out'))}",
-            "output.run_id=autoscaled",
             "data.limit=20",
             "predict.device=cpu",
             "predict.resources={fake_gpu: 1}",
@@ -180,26 +215,44 @@ def test_the_autoscaler_adds_the_node_the_model_actors_need(tmp_path: Path) -> N
             "attack.max_steps=2",
             "explain.enabled=false",
         ]
-        proc = subprocess.run(
-            [sys.executable, "-m", "ray_jobs.audit", *(a for s in sets for a in ("--set", s))],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=400,
+        result = jobs_cli(
+            cluster,
+            "submit",
+            "--working-dir",
+            str(REPO),
+            *(a for s in sets for a in ("--set", s)),
+            "--run-id",
+            "autoscaled",
+            "-o",
+            str(out),
+            "--wait",
+            "--timeout",
+            "400",
         )
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        logs = jobs_cli(cluster, "logs", "autoscaled").output
+        assert result.exit_code == 0, result.output[-3000:] + logs[-3000:]
+        classes = json.loads((out / "autoscaled" / "manifest.json").read_text())["stages"][
+            "criticism"
+        ]["classes"]
+        # pyarrow reads a local table natively, unseen by the watch: where the tasks ran says it
+        assert set(_task_nodes(cluster, "select_class", classes)) == {head}
         temp_dir, gcs = cluster.temp_dir, cluster.gcs_address
         raylets = [c for _, (_, c) in _processes_of(temp_dir, gcs) if "raylet/raylet" in c]
         assert len(raylets) == 2  # the head's and the added worker's: both stopped with it
-    manifest = json.loads((tmp_path / "out" / "autoscaled" / "manifest.json").read_text())
+    manifest = json.loads((out / "autoscaled" / "manifest.json").read_text())
     execution = manifest["execution"]
     assert manifest["state"] == "succeeded"
     assert execution["device"] == "cpu" and execution["resources"] == {"fake_gpu": 1.0}
     assert execution["nodes"] and head not in execution["nodes"]  # the worker ran the actors
-    assert "waiting up to 120 s for the cluster to provide 1 fake_gpu" in proc.stderr
+    assert manifest["stages"]["criticism"]["where"] == "the driver's node (local output)"
+    assert "waiting up to 120 s for the cluster to provide 1 fake_gpu" in logs
     assert not _processes_of(temp_dir, gcs)  # nothing of the cluster is left, workers included
-    print(f"autoscaling run: {time.monotonic() - t0:.0f} s")
+    opens = _opens(log)
+    added = [o for o in opens if "fake_gpu" in o["raylet"]]  # the added node's workers
+    assert any(o["event"] == "start" for o in added), "the watch saw no worker of that node"
+    read = [o for o in added if o["event"] != "start"]
+    assert not read, f"the added node opened the driver's files: {read[:5]}"
+    print(f"autoscaling job: {time.monotonic() - t0:.0f} s")
 
 
 def _processes_of(temp_dir: str, gcs: str) -> list[tuple[int, tuple[int, str]]]:

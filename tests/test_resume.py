@@ -4,6 +4,7 @@ uninterrupted run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from autoscaling_fixtures import autoscaling_cluster
+from cluster_fixtures import LocalCluster, _processes
 from fsspec.implementations.local import LocalFileSystem
 from torch import nn
 
@@ -258,6 +261,162 @@ def test_killed_model_actor_is_replaced_and_run_completes(
     assert marker.exists(), "the model actor was never killed"
     assert int(marker.read_text()) != os.getpid()  # an actor process, not the driver
     assert result.manifest["shards"]["committed"] == list(range(result.manifest["shards"]["total"]))
+    assert_exactly_once(str(run))
+    assert_same_tables(str(run), reference)
+
+
+@dataclass(frozen=True)
+class StopNodeConfig(Checked):
+    """Where the marker of the one node loss lies, and at which batch of an actor it comes."""
+
+    marker: str = ""
+    at_batch: int = 2
+    SECTION: ClassVar[str | None] = "stop_node"
+
+
+class StopNode(StageBase):
+    """A test stage that adds nothing and, at its actor's ``at_batch``-th batch, once per run
+    (the marker file says it happened), writes its process's pid, its raylet's pid (a Ray
+    worker is the raylet's child) and its node id to the marker, then waits: the test kills the
+    node meanwhile, at the same point of every run."""
+
+    name: ClassVar[str] = "stop_node"
+    section: ClassVar[str] = "stop_node"
+    config_type: ClassVar[type] = StopNodeConfig
+    needs: ClassVar[tuple[str, ...]] = ("image", "predict")
+
+    def __init__(self, config: StopNodeConfig, context: Any) -> None:
+        super().__init__(config, context)
+        self.batches = 0
+
+    def run(self, batch: Any, state: dict[str, Any]) -> dict[str, np.ndarray]:
+        import ray
+
+        self.batches += 1
+        marker = Path(self.config.marker)
+        if self.config.marker and self.batches == self.config.at_batch and not marker.exists():
+            node = ray.get_runtime_context().get_node_id()
+            info = {"pid": os.getpid(), "raylet": os.getppid(), "node": node}
+            marker.with_suffix(".tmp").write_text(json.dumps(info))
+            marker.with_suffix(".tmp").replace(marker)
+            time.sleep(600)  # killed with the node long before this ends
+        return {}
+
+
+NODE_DRIVER = """\
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import ray
+from ray import cloudpickle
+import test_resume
+from audit.config import build_config
+from audit.run import run_audit
+from audit.stages.registry import STAGES
+# the Ray workers cannot import this test module: its classes travel by value
+cloudpickle.register_pickle_by_value(test_resume)
+STAGES.register(test_resume.StopNode)
+ray.init(logging_level="WARNING")
+run_audit(build_config(json.loads(sys.argv[2])))
+"""
+"""A driver of its own (the test process holds the session's local Ray) on the cluster that
+``RAY_ADDRESS`` names, with the :class:`StopNode` stage."""
+
+FAKE_GPU_NODES = {
+    "ray.worker.fake_gpu": {
+        "resources": {"CPU": 2, "fake_gpu": 1},
+        "min_workers": 0,
+        "max_workers": 2,  # room for the lost node's replacement while it is still listed
+    }
+}
+FAST_NODE_DEATH = {  # the GCS declares a silent raylet dead after about 3 s, not 15-30 s
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
+def kill_node(raylet: int) -> set[int]:
+    """SIGKILL a node's raylet and every process under it (its workers and agents), by PID, as
+    Ray's chaos tests kill nodes; returns the pids."""
+    procs = _processes()
+    assert "raylet/raylet" in procs[raylet][1], procs[raylet][1]
+    pids, grew = {raylet}, True
+    while grew:
+        more = {pid for pid, (ppid, _) in procs.items() if ppid in pids} - pids
+        pids |= more
+        grew = bool(more)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def run_driver(cluster: LocalCluster, raw: dict[str, Any], cache: str, log: Path) -> Any:
+    """Start :data:`NODE_DRIVER` on ``cluster`` with the run config ``raw``; its output goes to
+    ``log`` (a pipe could fill while the test waits)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN_PATH")}
+    env.update(
+        RAY_ADDRESS=cluster.gcs_address,
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=cluster.token,
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # 127.0.0.1 stays 127.0.0.1 (loopback mode)
+        AUDIT_CACHE_DIR=cache,
+    )
+    out = log.open("w")
+    return subprocess.Popen(
+        [sys.executable, "-c", NODE_DRIVER, str(REPO / "tests"), json.dumps(raw)],
+        cwd=REPO,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.slow  # a fake autoscaling cluster, a node lost and replaced, one or two runs
+def test_a_worker_node_lost_mid_run(tmp_path: Path, reference: str, demo_cache: str) -> None:
+    """The model actor's worker node (the only kind with ``fake_gpu``) is killed in the middle
+    of the stream: the run either completes anyway, or fails with a one-line error and the rerun
+    with the same run id completes. Either way every image is there exactly once and the tables
+    equal an uninterrupted run's; the actors ran on a node the autoscaler added after the loss."""
+    marker = tmp_path / "stopped"
+    raw = small_config(
+        tmp_path,
+        "node",
+        predict={"resources": {"fake_gpu": 1}, "wait_for_resources_s": 240},
+        stop_node={"marker": str(marker), "at_batch": 3},
+    )
+    run = tmp_path / "node"
+    with autoscaling_cluster(FAKE_GPU_NODES, extra_env=FAST_NODE_DEATH) as cluster:
+        driver = run_driver(cluster, raw, demo_cache, tmp_path / "driver-1.log")
+        try:
+            wait_for(lambda: marker.exists() or driver.poll() is not None, 300, "the node stop")
+            assert driver.poll() is None, (tmp_path / "driver-1.log").read_text()[-3000:]
+            stopped = json.loads(marker.read_text())
+            killed = kill_node(stopped["raylet"])
+            assert stopped["pid"] in killed
+            first = driver.wait(timeout=400)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+        log = (tmp_path / "driver-1.log").read_text()
+        after = json.loads((run / "manifest.json").read_text())
+        if first == 0:
+            print("the run survived the node loss")
+            assert after["state"] == "succeeded"
+            assert stopped["node"] in after["execution"]["nodes"]
+        else:
+            print(f"the run failed after the node loss: {after.get('error')}")
+            assert after["state"] == "failed", log[-3000:]
+            assert after["error"] and "\n" not in after["error"]
+            assert len(after["shards"]["committed"]) < after["shards"]["total"]
+            rerun = run_driver(cluster, raw, demo_cache, tmp_path / "driver-2.log")
+            second = rerun.wait(timeout=400)
+            assert second == 0, (tmp_path / "driver-2.log").read_text()[-3000:]
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["state"] == "succeeded"
+    nodes = set(m["execution"]["nodes"])
+    assert nodes - {stopped["node"]}, "the actors never ran on a node added after the loss"
     assert_exactly_once(str(run))
     assert_same_tables(str(run), reference)
 

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from audit.criticism.selectors import runnable_methods
@@ -111,11 +112,41 @@ def criticism_methods(plan: RunPlan, skipped: dict[str, str]) -> list[str]:
     return list(methods)
 
 
+def criticism_placement(fs: Any) -> tuple[str, dict[str, Any] | None]:
+    """Where the per-class criticism tasks can read the run's tables: a description for the
+    manifest (``stages.criticism.where``) and the tasks' extra remote args, or None when the
+    driver runs them itself.
+
+    - memory:// lives in the driver process only: the driver.
+    - A local disk is the driver node's own (another node of a cluster, one an autoscaler adds
+      above all, has its own disk): the tasks are pinned to the driver's node (Ray's
+      ``NodeAffinitySchedulingStrategy``, not soft), or run on the driver when that node has no
+      CPU for them (a head started with ``--num-cpus=0``).
+    - Object storage (s3://, gs://, ...), which every node reads: anywhere on the cluster.
+    """
+    import ray
+
+    if isinstance(fs, MemoryFileSystem):
+        return "driver (memory:// output is not visible to Ray workers)", None
+    if isinstance(fs, LocalFileSystem):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        node = ray.get_runtime_context().get_node_id()
+        cpus = next(
+            (n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["NodeID"] == node), 0.0
+        )
+        if cpus < 1:
+            return "driver (local output; the driver's node has no CPU for tasks)", None
+        pin = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+        return "the driver's node (local output)", {"scheduling_strategy": pin}
+    return "cluster", {}
+
+
 def run_criticism(
     plan: RunPlan, store: RunStore, manifest: RunManifest, counters: RunCounters
 ) -> None:
-    """One Ray task per class with labeled predictions (run on the driver instead when the
-    output is memory://, which other processes cannot see); writes the ``selections`` table.
+    """One Ray task per class with labeled predictions, where the tables can be read
+    (:func:`criticism_placement`); writes the ``selections`` table.
 
     The stage's progress is kept in a local dict and recorded with
     :meth:`RunManifest.set_stage` before each manifest write (the manifest is immutable)."""
@@ -156,13 +187,12 @@ def run_criticism(
         )
         stage["done"] = int(stage["done"]) + 1
 
-    if isinstance(store.fs, MemoryFileSystem):
-        # memory:// lives in this process only: Ray workers could not read the tables
-        stage["where"] = "driver (memory:// output is not visible to Ray workers)"
+    stage["where"], remote_args = criticism_placement(store.fs)
+    if remote_args is None:
         for c in classes:
             collect(c, select_class(*args, c, cfg, methods, opts))
     else:
-        task = ray.remote(num_cpus=1)(select_class)
+        task = ray.remote(num_cpus=1, **remote_args)(select_class)
         pending = {task.remote(*args, c, cfg, methods, opts): c for c in classes}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=min(len(pending), 16), timeout=5.0)
