@@ -237,9 +237,13 @@ class KillOnce(StageBase):
         self.batches += 1
         marker = Path(self.config.marker)
         if self.config.marker and self.batches == self.config.at_batch and not marker.exists():
-            marker.write_text(str(os.getpid()))
-            os.kill(os.getpid(), signal.SIGKILL)
+            self.fault(marker)
         return {}
+
+    def fault(self, marker: Path) -> None:
+        """The one fault: note this process in ``marker``, then SIGKILL it."""
+        marker.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_killed_model_actor_is_replaced_and_run_completes(
@@ -266,41 +270,29 @@ def test_killed_model_actor_is_replaced_and_run_completes(
 
 
 @dataclass(frozen=True)
-class StopNodeConfig(Checked):
+class StopNodeConfig(KillOnceConfig):
     """Where the marker of the one node loss lies, and at which batch of an actor it comes."""
 
-    marker: str = ""
-    at_batch: int = 2
     SECTION: ClassVar[str | None] = "stop_node"
 
 
-class StopNode(StageBase):
-    """A test stage that adds nothing and, at its actor's ``at_batch``-th batch, once per run
-    (the marker file says it happened), writes its process's pid, its raylet's pid (a Ray
-    worker is the raylet's child) and its node id to the marker, then waits: the test kills the
-    node meanwhile, at the same point of every run."""
+class StopNode(KillOnce):
+    """:class:`KillOnce` whose fault leaves the killing to the test: it writes its process's
+    pid, its raylet's pid (a Ray worker is the raylet's child) and its node id to the marker,
+    then waits while the test kills the node, at the same point of every run."""
 
     name: ClassVar[str] = "stop_node"
     section: ClassVar[str] = "stop_node"
     config_type: ClassVar[type] = StopNodeConfig
-    needs: ClassVar[tuple[str, ...]] = ("image", "predict")
 
-    def __init__(self, config: StopNodeConfig, context: Any) -> None:
-        super().__init__(config, context)
-        self.batches = 0
-
-    def run(self, batch: Any, state: dict[str, Any]) -> dict[str, np.ndarray]:
+    def fault(self, marker: Path) -> None:
         import ray
 
-        self.batches += 1
-        marker = Path(self.config.marker)
-        if self.config.marker and self.batches == self.config.at_batch and not marker.exists():
-            node = ray.get_runtime_context().get_node_id()
-            info = {"pid": os.getpid(), "raylet": os.getppid(), "node": node}
-            marker.with_suffix(".tmp").write_text(json.dumps(info))
-            marker.with_suffix(".tmp").replace(marker)
-            time.sleep(600)  # killed with the node long before this ends
-        return {}
+        node = ray.get_runtime_context().get_node_id()
+        info = {"pid": os.getpid(), "raylet": os.getppid(), "node": node}
+        marker.with_suffix(".tmp").write_text(json.dumps(info))
+        marker.with_suffix(".tmp").replace(marker)
+        time.sleep(600)  # killed with the node long before this ends
 
 
 NODE_DRIVER = """\
