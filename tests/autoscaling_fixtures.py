@@ -17,7 +17,7 @@ import contextlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +86,12 @@ def autoscaling_cluster(
     head_cpus: int = 2,
     v2: bool = False,
     extra_env: Mapping[str, str] | None = None,
+    head_args: Sequence[str] = (),
 ) -> Iterator[LocalCluster]:
     """A token-auth head with CPUs only whose autoscaler adds fake worker nodes of
     ``worker_types`` on demand; stopped (only it, workers included) on exit. ``extra_env`` is
-    added to the head's environment (Ray's ``RAY_<setting>`` system config, for one)."""
+    added to the head's environment (Ray's ``RAY_<setting>`` system config, for one),
+    ``head_args`` to its ``ray start`` (``--memory=...``, for one)."""
     from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
 
     temp_dir = tempfile.mkdtemp(prefix="rayas-", dir="/tmp")  # short: Unix socket paths
@@ -114,7 +116,7 @@ def autoscaling_cluster(
             temp_dir,
             num_cpus=head_cpus,
             port=port,
-            extra_args=[f"--autoscaling-config={config}"],
+            extra_args=[f"--autoscaling-config={config}", *head_args],
             extra_env=env,
         )
     finally:

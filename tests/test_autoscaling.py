@@ -157,6 +157,8 @@ FAKE_GPU_WORKER = {
 
 
 WORKER_SITE = REPO / "tests" / "worker_site"  # sitecustomize.py: a watch on workers' opens
+DECODE_BATCH = 4  # a decode task reserves 40 MiB of Ray's `memory` per image: 160 MiB
+HEAD_MEMORY = 128 * 2**20  # below one decode task's reservation: decoding runs on the worker
 
 
 def _task_nodes(cluster: LocalCluster, name: str, count: int) -> list[str]:
@@ -189,14 +191,16 @@ def _opens(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-@pytest.mark.slow  # a Ray cluster, a worker node added, a job over the demo: about 2 minutes
+@pytest.mark.slow  # a Ray cluster, a worker node added, a job over the demo: about 30 s
 def test_a_job_on_an_autoscaling_cluster_gets_its_node_and_reads_nothing_of_the_drivers(
     tmp_path: Path, demo_cache: str
 ) -> None:
     """``audit-cli submit`` of the demo (a set in the driver's cache) with a local output, to
     the Jobs API of a two-node cluster with token auth: the autoscaler adds the node the model
     actors ask for, they run there, and no process of that node opens a file of the demo set or
-    of the output (tests/worker_site/sitecustomize.py watches every Ray worker's opens)."""
+    of the output (tests/worker_site/sitecustomize.py watches every Ray worker's opens). The
+    head's ``memory`` resource is below one decode task's reservation, so the added node decodes
+    every image: without the demo set's bytes in the rows, its decode tasks would open them."""
     t0 = time.monotonic()
     out, log = tmp_path / "out", tmp_path / "opens.jsonl"
     watch = {
@@ -205,10 +209,12 @@ def test_a_job_on_an_autoscaling_cluster_gets_its_node_and_reads_nothing_of_the_
         "AUDIT_TEST_DRIVER_ONLY": os.pathsep.join([demo_cache, str(out)]),
         "AUDIT_CACHE_DIR": demo_cache,  # the driver's demo set, rendered once per session
     }
-    with autoscaling_cluster(FAKE_GPU_WORKER, extra_env=watch) as cluster:
+    head_args = [f"--memory={HEAD_MEMORY}"]
+    with autoscaling_cluster(FAKE_GPU_WORKER, extra_env=watch, head_args=head_args) as cluster:
         head = _head_node_id(cluster)
         sets = [
             "data.limit=20",
+            f"data.decode_batch_size={DECODE_BATCH}",
             "predict.device=cpu",
             "predict.resources={fake_gpu: 1}",
             "predict.wait_for_resources_s=120",
@@ -236,6 +242,9 @@ def test_a_job_on_an_autoscaling_cluster_gets_its_node_and_reads_nothing_of_the_
         ]["classes"]
         # pyarrow reads a local table natively, unseen by the watch: where the tasks ran says it
         assert set(_task_nodes(cluster, "select_class", classes)) == {head}
+        # every decode task ran on the added node, so the watch below covers the demo set too
+        decodes = _task_nodes(cluster, "MapBatches(decode_batch)", -(-20 // DECODE_BATCH))
+        assert head not in decodes
         temp_dir, gcs = cluster.temp_dir, cluster.gcs_address
         raylets = [c for _, (_, c) in _processes_of(temp_dir, gcs) if "raylet/raylet" in c]
         assert len(raylets) == 2  # the head's and the added worker's: both stopped with it
@@ -251,7 +260,7 @@ def test_a_job_on_an_autoscaling_cluster_gets_its_node_and_reads_nothing_of_the_
     added = [o for o in opens if "fake_gpu" in o["raylet"]]  # the added node's workers
     assert any(o["event"] == "start" for o in added), "the watch saw no worker of that node"
     read = [o for o in added if o["event"] != "start"]
-    assert not read, f"the added node opened the driver's files: {read[:5]}"
+    assert not read, f"the added node opened the driver's files: {[o['path'] for o in read[:5]]}"
     print(f"autoscaling job: {time.monotonic() - t0:.0f} s")
 
 
