@@ -8,20 +8,11 @@ parses, validates and calls :func:`audit.run.run_audit`.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 from audit.config import ConfigError, load_config
 from audit.runtime import start_ray
 from audit.summary import format_summary
-
-
-class Stopped(Exception):
-    """The job was asked to stop (SIGTERM)."""
-
-
-def _stopped(signum: int, frame: object) -> None:
-    raise Stopped("the job was stopped (SIGTERM); rerun the same run id to resume")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,15 +46,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start_ray(args.address)
     from audit.run import run_audit  # the pipeline: seconds of imports, after the checks
+    from audit.run.interrupts import signal_name, stop_on_signals
 
-    # `audit-cli stop` / `ray job stop` send SIGTERM: turn it into an exception so the run
-    # records itself as failed ("stopped") in its manifest instead of staying "running".
-    signal.signal(signal.SIGTERM, _stopped)
+    # `audit-cli stop` / `ray job stop` send SIGTERM: the run stops and records itself as
+    # interrupted in its manifest instead of staying "running" (audit.run.interrupts).
     try:
-        result = run_audit(cfg)
+        with stop_on_signals():
+            result = run_audit(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(
+            f"{signal_name(exc)}: the run stopped, recorded as interrupted; "
+            "rerun the same run id to resume",
+            file=sys.stderr,
+        )
+        return 130
     print(format_summary(result.manifest, result.url))
     return 0
 

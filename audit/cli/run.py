@@ -33,10 +33,15 @@ def run(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Run the audit pass with a progress bar and print the error rates."""
-    from audit.run import check_output, preflight
+    """Run the audit pass with a progress bar and print the error rates.
+
+    SIGINT (Ctrl-C) or SIGTERM stops the run within seconds, records it ``interrupted`` and
+    prints the command that resumes it; the exit status is then 130."""
+    from audit.run import check_output, default_run_id, preflight
 
     cfg = load(config, overrides, output, run_id)
+    if cfg.output.run_id is None:  # fixed now, so that an interrupted run can name its resume
+        cfg = with_run_id(cfg, default_run_id(cfg.model.name))
     preflight(cfg)
     check_output(cfg)  # a finished run id, a busy run, unreachable storage: before Ray starts
     if cfg.model.factory:  # this process builds the model: an unimportable one stops here
@@ -60,12 +65,59 @@ def run(
             bar = tqdm(total=total, unit="img", desc="predict", file=sys.stderr)
         bar.update(done - bar.n)
 
+    from audit.run.interrupts import signal_name, stop_on_signals
+
     try:
-        result = run_audit(cfg, progress=on_progress if progress else None)
+        with stop_on_signals():
+            result = run_audit(cfg, progress=on_progress if progress else None)
+    except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (audit.run.interrupts.Interrupted)
+        if bar is not None:
+            bar.close()
+            bar = None
+        resume = resume_command(config, overrides, output, str(cfg.output.run_id), address)
+        print(
+            f"{signal_name(exc)}: run {cfg.output.run_id} stopped, recorded as interrupted; "
+            f"resume it with:\n  {resume}",
+            file=sys.stderr,
+        )
+        raise typer.Exit(130) from None
     finally:
         if bar is not None:
             bar.close()
     typer.echo(format_summary(result.manifest, result.url))
+
+
+def with_run_id(cfg: Any, run_id: str) -> Any:
+    """``cfg`` (an :class:`audit.config.AuditConfig`) with ``output.run_id`` set."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, run_id=run_id))
+
+
+def resume_command(
+    config: Path | None,
+    overrides: list[str] | None,
+    output: str | None,
+    run_id: str,
+    address: str | None,
+) -> str:
+    """The ``audit-cli run`` command line that resumes the run: the same config, overrides,
+    output and address, and its run id. Storage options are secrets: an override that sets
+    them is shown as ``--set section.storage_options=...`` (give it again as before)."""
+    import shlex
+
+    args = ["audit-cli", "run"]
+    if config is not None:
+        args += ["-c", str(config)]
+    for o in overrides or []:
+        key = o.partition("=")[0].strip()
+        args += ["--set", f"{key}=..." if key.endswith("storage_options") else o]
+    if output is not None:
+        args += ["-o", output]
+    args += ["--run-id", run_id]
+    if address is not None:
+        args += ["--address", address]
+    return shlex.join(args)
 
 
 @app.command()

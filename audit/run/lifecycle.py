@@ -15,6 +15,7 @@ from audit.run import devices, graph, resume
 from audit.run.collect import ShardCollector
 from audit.run.counters import RunCounters
 from audit.run.finalize import Metric, finalize
+from audit.run.interrupts import signal_after_commits_from_env, signal_name
 from audit.run.lease import LeaseLostError, RunLease
 from audit.run.ledger import ShardLedger, exit_after_commits_from_env
 from audit.run.manifest import RunManifest
@@ -114,12 +115,12 @@ def _execute(
 ) -> RunResult:
     """:func:`run_audit` once the run is planned: its folder, manifest, pass and metrics."""
     cfg, run_id = plan.cfg, plan.run_id
-    exit_hook = exit_after_commits_from_env()
+    hooks = [h for h in (exit_after_commits_from_env(), signal_after_commits_from_env()) if h]
 
     def on_commit(shard: int, commits: int) -> None:
         lease.refresh()  # a heartbeat with every commit
-        if exit_hook is not None:
-            exit_hook(shard, commits)
+        for hook in hooks:  # test-only fault injection (audit.run.ledger, audit.run.interrupts)
+            hook(shard, commits)
 
     ledger = ShardLedger(plan.shard_sizes, on_commit=on_commit)
     manifest = RunManifest(plan, store, ledger)
@@ -155,7 +156,7 @@ def _execute(
         metrics = finalize(plan, store, ledger, manifest, counters)
     except BaseException as exc:
         if not isinstance(exc, LeaseLostError):  # the manifest is the other driver's now
-            record_failure(manifest, exc)
+            record_failure(manifest, ledger, exc)
         raise
     return RunResult(run_id, store.url, manifest.data, metrics, data_stats)
 
@@ -188,10 +189,25 @@ def log_start(plan: RunPlan, ledger: ShardLedger) -> None:
     )
 
 
-def record_failure(manifest: RunManifest, exc: BaseException) -> None:
-    """Write the ``failed`` manifest naming ``exc``; a storage that fails too is only logged, so
-    that the original error is the one raised."""
+def record_failure(manifest: RunManifest, ledger: ShardLedger, exc: BaseException) -> None:
+    """Write the ``failed`` manifest naming ``exc``, or for SIGINT or SIGTERM (a
+    ``KeyboardInterrupt``) the ``interrupted`` one naming the signal, the stage and the shards
+    committed; a storage that fails too is only logged, so that the original error is the one
+    raised."""
     try:
-        manifest.write("failed", error=f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, KeyboardInterrupt):
+            manifest.write("interrupted", error=interruption(manifest, ledger, exc))
+        else:
+            manifest.write("failed", error=f"{type(exc).__name__}: {exc}")
     except Exception:
         log.exception("could not record the failure in the manifest")
+
+
+def interruption(manifest: RunManifest, ledger: ShardLedger, exc: BaseException) -> str:
+    """``"SIGINT during predict: 3 of 16 shards committed; rerun the same run id to resume"``
+    (the stage is the one the manifest records as running: ``predict`` is the whole pass)."""
+    stage = next((n for n, s in manifest.stages.items() if s.state == "running"), "finalize")
+    return (
+        f"{signal_name(exc)} during {stage}: {len(ledger.committed)} of {ledger.shards_total} "
+        "shards committed; rerun the same run id to resume"
+    )

@@ -177,8 +177,13 @@ class RunManifest:
         sha256 the store recorded when it wrote it), and replace ``manifest.json``."""
         ledger = self.ledger
         elapsed = (self.predict_finished or time.time()) - self.started
-        predict_state = {"running": "running", "succeeded": "done", "failed": "failed"}[state]
-        if self.predict_finished is not None and state == "running":
+        predict_state = {
+            "running": "running",
+            "succeeded": "done",
+            "failed": "failed",
+            "interrupted": "interrupted",
+        }[state]
+        if self.predict_finished is not None and state in ("running", "interrupted"):
             predict_state = "done"
         rate = (ledger.done - ledger.done_at_start) / elapsed if elapsed > 0 else 0.0
         stages = dict(self.manifest.stages)

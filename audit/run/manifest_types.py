@@ -242,8 +242,8 @@ class StageInfo:
     and the common ones have properties.
 
     Attributes:
-        state: ``pending``, ``running``, ``done``, ``failed`` or ``skipped`` (None: none
-            recorded, and none written back).
+        state: ``pending``, ``running``, ``done``, ``failed``, ``interrupted`` or ``skipped``
+            (None: none recorded, and none written back).
         fields: Every other key of the stage, in the order written.
     """
 
@@ -415,7 +415,8 @@ class Manifest:
     Attributes:
         format_version: The format it was written in (1 when the key is missing).
         run_id: The run's folder name.
-        state: ``running``, ``succeeded`` or ``failed``; None when missing.
+        state: ``running``, ``succeeded``, ``failed`` or ``interrupted`` (SIGINT or SIGTERM;
+            resumed like a failed run); None when missing.
         created: When the first attempt started (UTC, ``...Z``).
         updated: When it was last written.
         error: The failure, one line; None unless ``failed``.
