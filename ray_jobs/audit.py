@@ -37,10 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from audit.run import check_output
+    from audit.run import check_output, check_weights
 
     try:
         check_output(cfg)  # a finished run id or a busy run: before Ray starts
+        check_weights(cfg)  # and weights missing from this node's cache
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -368,3 +369,25 @@ def test_run_refuses_a_finished_or_busy_run_before_it_joins_ray(
     # a new run id passes the checks (the CLI would go on to join Ray)
     check_output(build_config({"output": {"root": str(tmp_path), "run_id": "new"}}))
     assert not (tmp_path / "new").exists()  # the checks only read
+
+
+def test_run_refuses_weights_missing_from_the_cache_before_it_joins_ray(tmp_path: Path) -> None:
+    """Named torchvision weights that are not in torch's cache: one line naming
+    ``model.weights``, not "no Ray cluster answers" (with no Ray at the address, a check made
+    after joining Ray would report that instead), in a fresh process of the installed CLI."""
+    import subprocess
+
+    images = tmp_path / "images" / "n01440764"
+    images.mkdir(parents=True)
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "empty-torch-home")}
+    args = [
+        "run", "--no-progress", "--address", f"127.0.0.1:{free_port()}", "-o", str(tmp_path / "out"),
+        "--set", "model.name=resnet18", "--set", "model.weights=DEFAULT",
+        "--set", f"data.source={tmp_path / 'images'}",
+    ]  # fmt: skip
+    done = subprocess.run([AUDIT_CLI, *args], capture_output=True, text=True, timeout=120, env=env)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1, done.stdout + done.stderr
+    assert lines[0].startswith("error: The 'model.weights' field is 'DEFAULT'"), lines[0]
+    assert "not in torch's cache" in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()

@@ -389,7 +389,7 @@ def test_running_job_shows_progress_then_stop_gives_stopped(
     assert final["job"]["status"] == "STOPPED" and final["state"] == "stopped"
     # a killed driver leaves its manifest at 'running': the job's STOPPED wins and says so
     left = read_manifest(str(out / "h7-long"))["state"]
-    assert left in ("running", "failed")
+    assert left in ("running", "interrupted")  # SIGTERM recorded, or killed before it could
     assert final["stale"] is (left == "running")
     text = jobs_cli(jobs_cluster, "status", "h7-long")
     assert "state: stopped" in text.output

@@ -37,13 +37,14 @@ def run(
 
     SIGINT (Ctrl-C) or SIGTERM stops the run within seconds, records it ``interrupted`` and
     prints the command that resumes it; the exit status is then 130."""
-    from audit.run import check_output, default_run_id, preflight
+    from audit.run import check_output, check_weights, default_run_id, preflight
 
     cfg = load(config, overrides, output, run_id)
     if cfg.output.run_id is None:  # fixed now, so that an interrupted run can name its resume
         cfg = with_run_id(cfg, default_run_id(cfg.model.name))
     preflight(cfg)
     check_output(cfg)  # a finished run id, a busy run, unreachable storage: before Ray starts
+    check_weights(cfg)  # weights missing from the cache: before Ray starts too
     if cfg.model.factory:  # this process builds the model: an unimportable one stops here
         from audit.models.factory import import_factory
 

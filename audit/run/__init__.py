@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from audit.run.lifecycle import ProgressFn, RunResult, run_audit
-    from audit.run.plan import RunPlan, default_run_id, explain_flags, preflight
+    from audit.run.plan import RunPlan, check_weights, default_run_id, explain_flags, preflight
     from audit.run.previous import check_output
 
 _WHERE = {
@@ -37,6 +37,7 @@ _WHERE = {
     "run_audit": "audit.run.lifecycle",
     "check_output": "audit.run.previous",
     "RunPlan": "audit.run.plan",
+    "check_weights": "audit.run.plan",
     "default_run_id": "audit.run.plan",
     "explain_flags": "audit.run.plan",
     "preflight": "audit.run.plan",
@@ -54,6 +55,7 @@ __all__ = [
     "RunPlan",
     "RunResult",
     "check_output",
+    "check_weights",
     "default_run_id",
     "explain_flags",
     "preflight",

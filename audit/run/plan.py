@@ -348,6 +348,21 @@ def preflight(cfg: AuditConfig) -> None:
         )
 
 
+def check_weights(cfg: AuditConfig) -> None:
+    """The model's weights can be found on this machine (a file-existence check: nothing is
+    read or built; a factory's weights are its own business). ``audit-cli run`` and the job
+    entry point make it before starting Ray; ``audit-cli submit`` does not (the weights may
+    exist only on the cluster).
+
+    Raises:
+        ConfigError: one line naming ``model.weights``.
+    """
+    if not cfg.model.factory:
+        from audit.models.registry import resolve
+
+        resolve(cfg.model).check(cfg.model)
+
+
 def prepare(cfg: AuditConfig) -> tuple[LoadedModel, DataConfig, Listing, float]:
     """Check the model name (:func:`preflight`), load the model on the driver (which checks the
     weights first), check ``explain.classes``, render the demo set if asked for, and list the
