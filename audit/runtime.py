@@ -73,6 +73,10 @@ def start_ray(address: str | None = None, probe: bool = False) -> None:
 
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
             ray_constants.ENABLE_RAY_CLUSTER = False
+        # Ray turns token authentication on for a new local instance and warns at WARNING
+        # that it did (unless RAY_AUTH_MODE chose it before Ray read its config): on a healthy
+        # run that line is noise, and docs/cluster.md says how the token works.
+        logging.getLogger(_TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)
         ray.init(
             include_dashboard=False,
             logging_level=logging.WARNING,
@@ -82,6 +86,9 @@ def start_ray(address: str | None = None, probe: bool = False) -> None:
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     show_run_logs()
+
+
+_TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 def show_run_logs() -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from conftest import loud_lines
 from fixtures_demo import copy_run, demo_run_output
 from test_attack import reference_loop
 from typer.testing import CliRunner
@@ -233,6 +234,7 @@ def test_job_entrypoint_runs_on_its_own(tmp_path: Path, demo_cache: str) -> None
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "run job: succeeded" in proc.stdout
+    assert not loud_lines(proc.stderr)  # a healthy run on a Ray it started is quiet
     m = read_manifest(str(tmp_path / "job"))
     assert m["tables"]["predictions"]["rows"] + m["tables"]["errors"]["rows"] == 12
 

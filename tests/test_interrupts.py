@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import AUDIT_CLI
+from conftest import AUDIT_CLI, loud_lines
 
 from audit.cli.run import resume_command
 from audit.run.interrupts import (
@@ -143,6 +143,7 @@ def test_sigint_stops_the_run_and_the_printed_command_resumes_it(
         [AUDIT_CLI, *resume[1:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert second.returncode == 0, second.stderr[-3000:]
+    assert not loud_lines(second.stderr)  # a healthy run is quiet
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["state"] == "succeeded" and manifest["error"] is None
     # every image once, and the tables equal the session's uninterrupted demo run (floats to

@@ -7,6 +7,7 @@ driver's callback as they arrive.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -134,6 +135,8 @@ def stream(
     if not items:
         return ""
     DataContext.get_current().enable_progress_bars = show_progress_bars
+    if not show_progress_bars:  # the caller draws its own: Ray Data's warning that it is off
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # is noise
     ds = build_dataset(plan, items)
     # Ray Data fails a dataset that emits nothing for this long; -1 disables the guard.
     ds.context.execution_no_progress_timeout_s = plan.cfg.data.no_progress_timeout_s
