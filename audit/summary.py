@@ -27,7 +27,27 @@ def format_summary(result_manifest: Manifest | Mapping[str, Any], url: str) -> s
         f"selections {m.rows('selections')} rows",
     ]
     lines += format_metrics(m.metrics or {})
+    lines += next_steps(url, m.rows("errors"))
     return "\n".join(lines)
+
+
+def next_steps(url: str, errors: int) -> list[str]:
+    """What to do with a finished run: the commands that show it, and where its errors are (a
+    local run by its path, which is what a user types)."""
+    import shlex
+
+    where = url.removeprefix("file://")
+    run = shlex.quote(where)
+    lines = [
+        "next:",
+        f"  audit-cli report {run}   # the HTML report, written to {where}/report/index.html",
+        f"  audit-cli status {run}   # state, stages, rows, metrics",
+    ]
+    if errors:
+        lines.append(
+            f"  {errors} input(s) could not be audited: {where}/errors (image_id, stage, reason)"
+        )
+    return lines
 
 
 def format_metrics(metrics: Mapping[str, float]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,12 @@ def test_run_without_a_config_runs_the_demo(
     assert len(top1) == 11  # overall + 10 digit classes
     assert "top1_error" in output
     assert "adv_top1_accuracy" in output and "steps_to_flip: 0:" in output
+    # the summary ends with the next steps: the printed status command works as printed
+    assert f"  audit-cli report {demo_run}   # the HTML report" in output
+    assert f"1 input(s) could not be audited: {demo_run}/errors" in output
+    status_line = next(line for line in output.splitlines() if "audit-cli status" in line)
+    status = runner.invoke(app, shlex.split(status_line.split("#")[0])[1:])
+    assert status.exit_code == 0 and "state: succeeded" in status.output, status.output
     check_adversarial_against_reference(demo_run, preds)
     check_selections_against_reference(demo_run, preds)
     check_explanations(demo_run, preds, n_samples=m["config"]["explain"]["n_samples"])

@@ -122,3 +122,45 @@ def test_python_m_audit_cli_runs() -> None:
 def test_the_top_level_cli_module_is_gone() -> None:
     assert not (REPO / "cli.py").exists()
     assert importlib.util.find_spec("cli") is None
+
+
+def test_version_names_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    from typer.testing import CliRunner
+
+    from audit.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    line = result.output.strip()
+    assert line.startswith(f"audit-cli {version('imagenet-audit')} (imagenet-audit; ")
+    assert f"Ray {version('ray')}" in line and f"torch {version('torch')}" in line
+
+
+def _commands(group: typer.main.TyperGroup, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = [path]
+    for name, command in group.commands.items():
+        if isinstance(command, typer.main.TyperGroup):
+            out += _commands(command, (*path, name))
+        else:
+            out.append((*path, name))
+    return out
+
+
+def test_every_help_reads_without_python_type_metavars() -> None:
+    """Typer 0.29 shows a flag as ``<bool>`` and a repeatable option as ``<list[str]>``: the
+    range in pyproject.toml keeps it out; every command's ``--help`` is checked."""
+    from typer.testing import CliRunner
+
+    from audit.cli import app
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.main.TyperGroup)
+    paths = _commands(group)
+    assert len(paths) > len(COMMANDS)  # the root, every command, the human group's commands
+    for path in paths:
+        result = CliRunner().invoke(app, [*path, "--help"], terminal_width=100)
+        assert result.exit_code == 0, (path, result.output)
+        for bad in ("<bool>", "<list["):
+            assert bad not in result.output, (path, bad)

@@ -38,6 +38,43 @@ app = typer.Typer(
 )
 
 
+def version_text() -> str:
+    """``audit-cli 0.1.0 (imagenet-audit; Ray 2.60.0, torch 2.9.1, Python 3.11.7)``: what a
+    bug report needs, read from the installed distributions (no heavy import)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return (
+        f"audit-cli {of('imagenet-audit')} (imagenet-audit; Ray {of('ray')}, "
+        f"torch {of('torch')}, Python {platform.python_version()})"
+    )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_show_version,
+        is_eager=True,
+        help="Print the version (and Ray's, torch's, Python's) and exit.",
+    ),
+) -> None:
+    """Audit ImageNet classifiers at scale on Ray (Stock & Cisse, ECCV 2018)."""
+
+
 def _adopt(*commands: Callable[..., Any]) -> None:
     """Register the groups' commands on the root app as they are registered on their own app
     (name, help...), in this order."""

@@ -35,8 +35,8 @@ def run(
 ) -> None:
     """Run the audit pass with a progress bar and print the error rates.
 
-    SIGINT (Ctrl-C) or SIGTERM stops the run within seconds, records it ``interrupted`` and
-    prints the command that resumes it; the exit status is then 130."""
+    Ctrl-C or SIGTERM stops the run within seconds, records it as interrupted and prints the command that resumes it (exit status 130).
+    """
     from audit.run import check_output, check_weights, default_run_id, preflight
 
     cfg = load(config, overrides, output, run_id)
