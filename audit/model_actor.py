@@ -9,7 +9,11 @@ Rows flow through the pass as numpy batches with these columns:
   (:mod:`audit.stages.registry`: ``predict``, then ``attack`` and ``explain`` when enabled, then
   optional and plug-in stages), as the stages declare them. Rows whose ``error`` is set carry
   zeros there (``""`` or ``b""`` in string and bytes columns); a stage that failed on a row
-  sets its ``error`` and its ``stage`` to the stage's name.
+  sets its ``error`` and its ``stage`` to the stage's name. Two more columns say what each
+  enabled stage did, for progress (never a table): ``stage_done`` (``(n, stages) uint8``, 1
+  where the stage worked on the row: every row it ran on, but only the heavy rows of a heavy
+  stage) and ``stage_seconds`` (``(n, stages) float32``, the row's share of each stage call's
+  time), columns in the order of ``ModelActor.stages``.
 
 Errors travel with the data instead of being raised, so one bad file never fails a batch and
 every input comes out exactly once.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -37,6 +42,9 @@ from audit.storage_errors import TransientStorageError, describe, is_transient, 
 log = logging.getLogger(__name__)
 
 Batch = dict[str, np.ndarray]
+
+PROGRESS_COLUMNS = ("stage_done", "stage_seconds")
+"""The output columns that say how the work ran (for progress), not what it found."""
 
 
 def decode_batch(
@@ -170,6 +178,12 @@ class ModelActor:
             c.name: c for stage in self.stages for c in stage.outputs()
         }
         """The enabled stages' output columns, in the order they are added."""
+        self._work = np.zeros((0, len(self.stages)), dtype=np.float32)
+        self._done = np.zeros((0, len(self.stages)), dtype=np.uint8)
+        """Per row that reached the model (positions in ``_process``'s inputs) and stage: its
+        share of the stage's time, and whether the stage worked on it (``stage_*`` columns)."""
+        self._ok = np.zeros(0, dtype=np.int64)
+        """Those rows' positions in the batch being processed."""
 
     def _process(
         self, inputs: Batch, failed: dict[int, tuple[str, str]]
@@ -208,14 +222,19 @@ class ModelActor:
             if stage.unit_rows is not None and (split or i > 0):
                 yield from self._units(inputs, stages[i:], rows, cols, state, failed, batch)
                 return
+            k, t0 = self.stages.index(stage), time.perf_counter()
+            if stage.unit_rows is None:  # a heavy stage's own rows are marked by _units
+                self._done[rows, k] = 1
             try:
                 cols.update(stage.run(batch, state))
+                self._work[rows, k] += (time.perf_counter() - t0) / len(rows)
                 continue
             except Exception:  # retry one by one so that only the culprits become error rows
                 log.exception(
                     "stage %r failed on a batch of %d; retrying per image", stage.name, len(rows)
                 )
             out, keep, state = self._per_image(stage, batch, state, rows, failed)
+            self._work[rows, k] += (time.perf_counter() - t0) / len(rows)
             rows = rows[keep]
             cols = {k: v[keep] for k, v in cols.items()}
             cols.update(out)
@@ -236,6 +255,7 @@ class ModelActor:
         heavy = np.asarray(stages[0].heavy_rows(batch), dtype=bool)
         size = max(1, int(stages[0].unit_rows or 1))
         light, hard = np.flatnonzero(~heavy), np.flatnonzero(heavy)
+        self._done[rows[hard], self.stages.index(stages[0])] = 1
         groups = [light] if len(light) else []
         groups += [hard[j : j + size] for j in range(0, len(hard), size)]
         for pos in groups:
@@ -302,6 +322,9 @@ class ModelActor:
         ok = np.flatnonzero(errors == "")
         pending = np.ones(n, dtype=bool)  # rows not handed on yet
         failed: dict[int, tuple[str, str]] = {}
+        self._work = np.zeros((len(ok), len(self.stages)), dtype=np.float32)
+        self._done = np.zeros((len(ok), len(self.stages)), dtype=np.uint8)
+        self._ok = ok
         groups = self._process({k: batch[k][ok] for k in INPUTS}, failed) if len(ok) else ()
         for rows, cols in groups:
             self._fill(out, n, ok[rows], cols)
@@ -331,6 +354,9 @@ class ModelActor:
         """The output batch of the rows ``sel`` (positions in ``batch``). Every batch the actor
         yields is built here, so a key added to this dict is in all of them."""
         n = len(batch["image_id"])
+        work = np.zeros((n, len(self.stages)), dtype=np.float32)
+        done = np.zeros((n, len(self.stages)), dtype=np.uint8)
+        work[self._ok], done[self._ok] = self._work, self._done
         return {
             "image_id": batch["image_id"][sel],
             "uri": batch["uri"][sel],
@@ -340,6 +366,8 @@ class ModelActor:
             "stage": stages[sel],
             "segments": batch["segments"][sel],
             "node_id": np.full(len(sel), self.node_id, dtype=object),  # manifest, not a table
+            "stage_done": done[sel],  # progress, not a table
+            "stage_seconds": work[sel],
             **self._complete({k: v[sel] for k, v in out.items()}, len(sel)),
         }
 

@@ -26,7 +26,7 @@ from test_stage_plugins import _model
 from audit.columns import Column
 from audit.config import build_config
 from audit.config.checks import BOOL, Checked, FieldRules, Interval
-from audit.model_actor import ModelActor
+from audit.model_actor import PROGRESS_COLUMNS, ModelActor
 from audit.stages.registry import STAGES, StageBase
 from audit.store import read_table
 
@@ -117,8 +117,28 @@ def test_outputs_equal_those_of_one_batch_whole() -> None:
     (whole,) = list(_actor(unit_rows=None)(_batch(labels)))  # no unit: one yield, as before
     assert list(units) == list(whole)
     for key in whole:
+        if key in PROGRESS_COLUMNS:  # how the work ran (timings), not what it found
+            continue
         np.testing.assert_array_equal(units[key], whole[key], err_msg=key)
         assert units[key].dtype == whole[key].dtype, key
+
+
+def test_stage_done_marks_the_rows_each_stage_worked_on() -> None:
+    """``stage_done``: predict on every row that reached the model, the heavy stage on its heavy
+    rows only (the 7 it failed on included: it worked on it), nothing on the row that came with
+    an error; ``stage_seconds`` is positive exactly where a stage ran."""
+    labels = [0, 1, 4, 3, 7, 6, 5, 8, 9]  # row 2 comes with an error
+    actor = _actor(unit_rows=1)
+    assert [s.name for s in actor.stages] == ["predict", "sleepy"]
+    out = actor.run_batch(_batch(labels))
+    done, seconds = out["stage_done"], out["stage_seconds"]
+    assert done.shape == seconds.shape == (len(labels), 2)
+    reached = [k != 2 for k in range(len(labels))]
+    assert done[:, 0].tolist() == [int(r) for r in reached]
+    odd = [int(k != 2 and lab % 2 == 1) for k, lab in enumerate(labels)]
+    assert done[:, 1].tolist() == odd
+    assert ((seconds[:, 0] > 0) == np.array(reached)).all()
+    assert seconds[2].tolist() == [0.0, 0.0]
 
 
 def test_a_batch_whose_rows_all_failed_comes_out_once() -> None:

@@ -58,23 +58,14 @@ def run(
     start_ray(address, probe=True)
     from audit.run import run_audit  # the pipeline: seconds of imports, after the checks
 
-    bar: Any = None
-
-    def on_progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="img", desc="predict", file=sys.stderr)
-        bar.update(done - bar.n)
-
+    bars = StageBars(tqdm)
     from audit.run.interrupts import signal_name, stop_on_signals
 
     try:
         with stop_on_signals():
-            result = run_audit(cfg, progress=on_progress if progress else None)
+            result = run_audit(cfg, on_stages=bars.update if progress else None)
     except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (audit.run.interrupts.Interrupted)
-        if bar is not None:
-            bar.close()
-            bar = None
+        bars.close()
         resume = resume_command(config, overrides, output, str(cfg.output.run_id), address)
         print(
             f"{signal_name(exc)}: run {cfg.output.run_id} stopped, recorded as interrupted; "
@@ -83,9 +74,38 @@ def run(
         )
         raise typer.Exit(130) from None
     finally:
-        if bar is not None:
-            bar.close()
+        bars.close()
     typer.echo(format_summary(result.manifest, result.url))
+
+
+class StageBars:
+    """One progress bar per stage of the pass (decode, predict, attack, explain...), each
+    counting that stage's own images as results arrive (:mod:`audit.run.progress`); a stage
+    whose total is not known up front (``explain``) counts without one."""
+
+    def __init__(self, tqdm: Any) -> None:
+        self.tqdm = tqdm
+        self.bars: dict[str, Any] = {}
+
+    def update(self, states: list[Any]) -> None:
+        for st in states:
+            bar = self.bars.get(st.name)
+            if bar is None:
+                bar = self.tqdm(
+                    total=st.total,
+                    unit="img",
+                    desc=f"{st.name:<8}",
+                    file=sys.stderr,
+                    position=len(self.bars),
+                    leave=True,
+                )
+                self.bars[st.name] = bar
+            bar.update(st.done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
 
 
 def with_run_id(cfg: Any, run_id: str) -> Any:

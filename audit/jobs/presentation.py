@@ -83,6 +83,8 @@ def stage_line(name: str, st: Mapping[str, Any]) -> str:
     total = st.get("total", st.get("classes"))
     if total is not None:
         parts.append(f"{st.get('done', 0)}/{total} {unit}")
+    elif st.get("done") is not None:  # a stage that chooses its images as the run goes
+        parts.append(f"{st['done']} {unit}")
     if st.get("shards_total") is not None:
         parts.append(f"shards {st.get('shards_done', 0)}/{st['shards_total']}")
     if st.get("records") is not None:

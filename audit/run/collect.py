@@ -99,8 +99,9 @@ class ShardCollector:
         self.ledger.adopt(kept)
         self.counters.refill(self.store.url, self.store.files, self.plan.cfg.output.storage_options)
 
-    def add(self, batch: Batch) -> None:
-        """Take one output batch of the model actors; commit every shard it completes.
+    def add(self, batch: Batch) -> np.ndarray:
+        """Take one output batch of the model actors; commit every shard it completes; return
+        which of its rows were new (a bool mask: a retried task may deliver a row twice).
 
         Its ``node_id`` column (the Ray node of the actor that made it) goes to the manifest's
         ``execution.nodes``, not into a table."""
@@ -119,6 +120,7 @@ class ShardCollector:
             if part.predicted is not None:
                 self._add_predicted(part.shard, part.predicted)
         self._commit_ready(np.asarray(batch["shard"], dtype=np.int64)[fresh])
+        return fresh
 
     def add_listing_errors(self) -> None:
         """The inputs that failed at listing become errors rows of their (pending) shards."""

@@ -6,6 +6,7 @@ This module never calls ``ray.init()``: the entry points (``ray_jobs.audit``, ``
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +23,22 @@ from audit.run.manifest import RunManifest
 from audit.run.manifest_types import Manifest
 from audit.run.plan import RunPlan, build_plan, default_run_id
 from audit.run.previous import previous_attempt, refuse
+from audit.run.progress import StageProgress, StageState
+from audit.stages.registry import STAGES
 from audit.store import RunStore
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 """Called with (images done, images total) as results arrive."""
+
+StagesFn = Callable[[list[StageState]], None]
+"""Called with every stage's progress (:class:`audit.run.progress.StageState`) as results
+arrive."""
+
+PROGRESS_WRITE_S = 5.0
+"""Between shard commits, the manifest is rewritten at most this often with the stages'
+progress (what ``audit-cli status`` reads)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,11 @@ class RunResult:
 
 
 def run_audit(
-    cfg: AuditConfig, progress: ProgressFn | None = None, *, lease_timeout_s: float | None = None
+    cfg: AuditConfig,
+    progress: ProgressFn | None = None,
+    *,
+    lease_timeout_s: float | None = None,
+    on_stages: StagesFn | None = None,
 ) -> RunResult:
     """Run the audit pass end to end on the connected Ray cluster, or resume it.
 
@@ -63,6 +78,8 @@ def run_audit(
     Args:
         cfg: A validated configuration.
         progress: Called with (done, total) after each batch of results.
+        on_stages: Called with every stage's progress after each batch of results (the CLI's
+            bars; :mod:`audit.run.progress`).
         lease_timeout_s: Seconds without a heartbeat after which another driver's lease on
             the run is stale and taken over (``0``: always); None: ``$AUDIT_LEASE_TIMEOUT_S``,
             else :data:`audit.run.lease.DEFAULT_TIMEOUT_S`.
@@ -81,7 +98,7 @@ def run_audit(
     lease = RunLease(store.fs, store.path, run_id, store.url, lease_timeout_s)
     lease.check()  # before anything is read, deleted or written
     try:
-        return _run(cfg, run_id, store, lease, progress)
+        return _run(cfg, run_id, store, lease, progress, on_stages)
     finally:
         lease.release()
 
@@ -92,6 +109,7 @@ def _run(
     store: RunStore,
     lease: RunLease,
     progress: ProgressFn | None,
+    on_stages: StagesFn | None = None,
 ) -> RunResult:
     """:func:`run_audit` once the lease is checked: takes it before the first write."""
     previous = previous_attempt(store, cfg.output.overwrite)  # before the model and listing
@@ -100,7 +118,7 @@ def _run(
     cluster = devices.ray_cluster()
     plan = build_plan(cfg, run_id, cluster)  # may wait for the autoscaler's nodes
     try:
-        return _execute(plan, store, lease, progress, previous)
+        return _execute(plan, store, lease, progress, previous, on_stages)
     finally:
         if plan.requested:  # the actors ran or failed: the autoscaler may scale down again
             cluster.request([])
@@ -112,6 +130,7 @@ def _execute(
     lease: RunLease,
     progress: ProgressFn | None,
     previous: Manifest | None,
+    on_stages: StagesFn | None = None,
 ) -> RunResult:
     """:func:`run_audit` once the run is planned: its folder, manifest, pass and metrics."""
     cfg, run_id = plan.cfg, plan.run_id
@@ -147,8 +166,15 @@ def _execute(
     try:
         collector.add_listing_errors()
 
+        tracker = stage_progress(plan, ledger)
+        manifest.progress = tracker
+
         def on_batch(batch: dict[str, Any]) -> None:
-            collector.add(batch)
+            tracker.add(batch, collector.add(batch))
+            if time.monotonic() - manifest.written_at >= PROGRESS_WRITE_S:
+                manifest.write("running")  # status's per-stage progress between commits
+            if on_stages is not None:
+                on_stages(tracker.states())
             if progress is not None:
                 progress(ledger.done, ledger.total)
 
@@ -159,6 +185,19 @@ def _execute(
             record_failure(manifest, ledger, exc)
         raise
     return RunResult(run_id, store.url, manifest.data, metrics, data_stats)
+
+
+def stage_progress(plan: RunPlan, ledger: ShardLedger) -> StageProgress:
+    """The pass's per-stage counters: the actor's enabled stages, in its column order, over
+    the images of the shards not committed yet."""
+    enabled = STAGES.enabled(plan.sections, plan.stages)
+    pending = sum(
+        1
+        for r in plan.listing.records
+        if not ledger.is_committed(plan.shard_of[(r.image_id, r.uri)])
+    )
+    heavy = {c.name for c in enabled if c.unit_rows is not None}
+    return StageProgress([c.name for c in enabled], pending, heavy)
 
 
 def write_classes(plan: RunPlan, store: RunStore) -> None:
@@ -206,7 +245,9 @@ def record_failure(manifest: RunManifest, ledger: ShardLedger, exc: BaseExceptio
 def interruption(manifest: RunManifest, ledger: ShardLedger, exc: BaseException) -> str:
     """``"SIGINT during predict: 3 of 16 shards committed; rerun the same run id to resume"``
     (the stage is the one the manifest records as running: ``predict`` is the whole pass)."""
-    stage = next((n for n, s in manifest.stages.items() if s.state == "running"), "finalize")
+    running = [n for n, s in manifest.stages.items() if s.state == "running"]
+    # the pass's own stages (decode, attack, explain...) run inside predict's entry
+    stage = "predict" if "predict" in running else next(iter(running), "finalize")
     return (
         f"{signal_name(exc)} during {stage}: {len(ledger.committed)} of {ledger.shards_total} "
         "shards committed; rerun the same run id to resume"

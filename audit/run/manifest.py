@@ -29,6 +29,7 @@ from audit.run.manifest_types import (
     TableInfo,
 )
 from audit.run.plan import RunPlan
+from audit.run.progress import DECODE, StageProgress, StageState
 from audit.store import RunStore, utc_now
 
 __all__ = ["FORMAT_VERSION", "RunManifest", "package_versions", "safe_source"]
@@ -96,6 +97,10 @@ class RunManifest:
         self.manifest = Manifest(run_id=plan.run_id)
         self.started = time.time()
         self.predict_finished: float | None = None
+        self.progress: StageProgress | None = None
+        """The pass's per-stage counts (:mod:`audit.run.progress`), written with the manifest."""
+        self.written_at = time.monotonic()
+        """When :meth:`write` last replaced ``manifest.json`` (``time.monotonic``)."""
 
     @property
     def data(self) -> dict[str, Any]:
@@ -203,6 +208,8 @@ class RunManifest:
                 else None,
             },
         )
+        if self.progress is not None:
+            stages = self._stage_progress(stages, self.progress.states(), predict_state)
         self.manifest = replace(
             self.manifest,
             format_version=FORMAT_VERSION,
@@ -230,3 +237,45 @@ class RunManifest:
             },
         )
         self.store.write_manifest(self.manifest.to_json())
+        self.written_at = time.monotonic()
+
+    @staticmethod
+    def _stage_progress(
+        stages: dict[str, StageInfo], states: list[StageState], pass_state: str
+    ) -> dict[str, StageInfo]:
+        """``stages`` with the pass's per-stage counts: ``decode`` before ``predict``, the
+        actor's other stages after it; ``predict`` keeps its shard counts and takes the recent
+        rate, its actor time and, as its time left, the longest of the stages that know theirs
+        (the pass ends when the last of them does). Once the pass is ``done``, so is every
+        stage, and a stage that had no total has its count as one."""
+        if pass_state == "done":
+            states = [replace(st, total=st.done) for st in states]
+        by = {st.name: st for st in states}
+
+        def entry(st: StageState) -> StageInfo:
+            js = st.to_json()
+            if pass_state in ("failed", "interrupted") and js["state"] == "running":
+                js["state"], js["eta_seconds"] = pass_state, None
+            return StageInfo.from_json(js)
+
+        out: dict[str, StageInfo] = {}
+        for name, info in stages.items():
+            if name == "predict":
+                if DECODE in by:
+                    out[DECODE] = entry(by[DECODE])
+                mine = by.get("predict")
+                fields = dict(info.fields)
+                if mine is not None:
+                    etas = [e for st in states if (e := st.to_json()["eta_seconds"]) is not None]
+                    fields["work_seconds"] = round(mine.work_seconds, 3)
+                    if mine.rate:
+                        fields["images_per_second"] = round(mine.rate, 3)
+                    if info.state == "running":
+                        fields["eta_seconds"] = max(etas) if etas else None  # type: ignore[type-var]
+                out[name] = StageInfo(info.state, fields)
+                for st in states:
+                    if st.name not in (DECODE, "predict"):
+                        out[st.name] = entry(st)
+            elif name not in by:
+                out[name] = info
+        return out
