@@ -29,6 +29,13 @@ lint: venv
 browser:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		if ! command -v apt-get >/dev/null || { [ -n "$$SUDO" ] && ! command -v sudo >/dev/null; }; then \
+			echo "make test needs Chromium and ChromeDriver on PATH as 'chromium' and 'chromedriver'" \
+				"(the report's browser tests), and cannot install them here (no apt-get as root or" \
+				"through sudo): install them first (Debian, Ubuntu: chromium chromium-driver;" \
+				"Fedora: chromium chromedriver), then run make test again." >&2; \
+			exit 1; \
+		fi; \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 			chromium chromium-driver >/dev/null; \

@@ -268,9 +268,9 @@ class RunManifest:
                 if mine is not None:
                     etas = [e for st in states if (e := st.to_json()["eta_seconds"]) is not None]
                     fields["work_seconds"] = round(mine.work_seconds, 3)
-                    if mine.rate:
-                        fields["images_per_second"] = round(mine.rate, 3)
-                    if info.state == "running":
+                    if info.state == "running":  # a finished pass keeps its average rate
+                        if mine.rate:
+                            fields["images_per_second"] = round(mine.rate, 3)
                         fields["eta_seconds"] = max(etas) if etas else None  # type: ignore[type-var]
                 out[name] = StageInfo(info.state, fields)
                 for st in states:
