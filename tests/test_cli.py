@@ -214,6 +214,28 @@ def test_models_lists_registry() -> None:
     assert {"resnet18", "resnet101", "densenet121", "densenet161", "demo_digits"} <= set(names)
 
 
+def test_models_says_whether_the_default_weights_are_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audit.models.torchvision import cache_path, default_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
+
+    def local() -> bool:
+        result = runner.invoke(app, ["models", "resnet18", "--json"])
+        assert result.exit_code == 0, result.output
+        (row,) = json.loads(result.stdout)
+        return bool(row["weights_local"])
+
+    assert local() is False
+    assert "local: no" in runner.invoke(app, ["models", "resnet18"]).output
+    path = Path(cache_path(default_weights("resnet18")))  # where torchvision looks for them
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    assert local() is True
+    assert "local: yes" in runner.invoke(app, ["models", "resnet18"]).output
+
+
 @pytest.mark.slow  # a fresh process starts its own Ray and runs 12 demo images
 def test_job_entrypoint_runs_on_its_own(tmp_path: Path, demo_cache: str) -> None:
     env = {**os.environ, "AUDIT_CACHE_DIR": demo_cache, "RAY_ADDRESS": ""}
