@@ -273,6 +273,8 @@ def test_report_renders_in_chromium(full_report: tuple[str, Any], tmp_path: Path
         for section in (
             "summary",
             "accuracy",
+            "per_class",
+            "confusion",
             "misclassified",
             "adversarial",
             "classes",
@@ -302,7 +304,7 @@ def test_report_renders_in_chromium(full_report: tuple[str, Any], tmp_path: Path
         box = driver.find_element("id", "class-search")
         box.send_keys("seven")
         assert visible_classes(driver) == ["7"]
-        assert "1 classes match" in driver.find_element("id", "class-page").text
+        assert "1 class matches;" in driver.find_element("id", "class-page").text
         box.clear()
         box.send_keys("digit_")
         assert len(visible_classes(driver)) == 10
@@ -333,7 +335,61 @@ def test_pager_pages_in_chromium(demo_run: str, tmp_path: Path) -> None:
         driver.quit()
 
 
+def test_error_tables_sort_in_chromium(demo_run: str, tmp_path: Path) -> None:
+    """Clicking a heading of the per-class table sorts its rows by that column, descending and
+    then ascending; the console stays clean."""
+    report = build_report([load_run(demo_run)], ReportConfig(examples=0, max_classes=0))
+    path = tmp_path / "sorted.html"
+    path.write_text(report.html)
+    driver = chromium()
+    column = "return Array.from(document.querySelectorAll('#per_class tbody tr')).map(r => r.cells[3].textContent);"
+    try:
+        driver.get(path.as_uri())
+        before = driver.execute_script(column)
+        assert len(before) == 10
+        driver.find_elements("css selector", "#per_class thead th")[3].click()  # top-1 error
+        down = driver.execute_script(column)
+        values = [float(v.rstrip(" %")) for v in down]
+        assert values == sorted(values, reverse=True) and sorted(down) == sorted(before)
+        driver.find_elements("css selector", "#per_class thead th")[3].click()
+        up = [float(v.rstrip(" %")) for v in driver.execute_script(column)]
+        assert up == sorted(up)
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        driver.quit()
+
+
 # ---------------------------------------------------------------- content against references
+
+
+def test_error_analysis_tables_match_plain_loops(demo_run: str) -> None:
+    from collections import Counter
+
+    report = build_report([load_run(demo_run)], ReportConfig(examples=0, max_classes=0))
+    root = dom(report.html)
+    preds = read_parquet_dir(demo_run, "predictions").to_pylist()
+    labeled = [p for p in preds if p["label"] is not None]
+    per = {r[1]: r for r in table_rows(root.one("section", id="per_class").all("table")[0])}
+    for c in range(10):
+        mine = [p for p in labeled if p["label"] == c]
+        wrong = sum(p["top5_classes"][0] != c for p in mine)
+        row = per[f"{DIGIT_NAMES[c]} (digit_{c})"]
+        assert row[2] == str(len(mine)) and row[3] == f"{wrong / len(mine) * 100:.2f} %", row
+    pairs = Counter(
+        (p["label"], p["top5_classes"][0]) for p in labeled if p["top5_classes"][0] != p["label"]
+    )
+    per_true = Counter(p["label"] for p in labeled)
+    got = table_rows(root.one("section", id="confusion").all("table")[0])
+    want = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:30]
+    assert [r[1:] for r in got] == [
+        [
+            f"{DIGIT_NAMES[t]} (digit_{t})",
+            f"{DIGIT_NAMES[q]} (digit_{q})",
+            str(n),
+            f"{n / per_true[t] * 100:.2f} %",
+        ]
+        for (t, q), n in want
+    ]
 
 
 def test_numbers_match_plain_loops(demo_run: str) -> None:
@@ -433,6 +489,8 @@ def test_numbers_match_plain_loops(demo_run: str) -> None:
     assert report.sections == (
         "summary",
         "accuracy",
+        "per_class",
+        "confusion",
         "misclassified",
         "adversarial",
         "classes",

@@ -27,6 +27,8 @@ from audit.report.sections import (
 DOCUMENTED = (  # docs/report.md, "What it shows", in page order
     "summary",
     "accuracy",
+    "per_class",
+    "confusion",
     "misclassified",
     "adversarial",
     "classes",

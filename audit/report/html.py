@@ -44,10 +44,15 @@ def pct(value: float | None, digits: int = 2) -> str:
 
 
 def table(
-    header: Sequence[str], rows: Iterable[Sequence[Any]], caption: str = "", cls: str = "data"
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    caption: str = "",
+    cls: str = "data",
+    sortable: bool = False,
 ) -> Raw:
-    """A ``<table>`` with a header row; cells are escaped unless :class:`Raw`."""
-    parts = [f'<table class="{esc(cls)}">']
+    """A ``<table>`` with a header row; cells are escaped unless :class:`Raw`. A ``sortable``
+    one sorts by a column when its heading is clicked (:data:`SORT_SCRIPT`)."""
+    parts = [f'<table class="{esc(cls)}{" sortable" if sortable else ""}">']
     if caption:
         parts.append(f"<caption>{esc(caption)}</caption>")
     parts.append("<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead>")
@@ -134,6 +139,39 @@ align-items:center;justify-content:center;text-align:center;border:1px dashed #b
 pre{background:#f0f0f0;padding:8px;overflow:auto;max-height:420px;font-size:.8em}
 """
 
+SORT_SCRIPT = """
+(function () {
+  function key(cell) {
+    var t = cell.textContent.trim();
+    var n = parseFloat(t);
+    return (t === '-' || t === '') ? null : (isNaN(n) ? t.toLowerCase() : n);
+  }
+  Array.prototype.forEach.call(document.querySelectorAll('table.sortable'), function (table) {
+    var body = table.tBodies[0];
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
+      th.style.cursor = 'pointer';
+      th.title = 'sort by this column';
+      th.addEventListener('click', function () {
+        var down = th.getAttribute('aria-sort') !== 'descending';
+        Array.prototype.forEach.call(table.tHead.rows[0].cells, function (other) {
+          other.removeAttribute('aria-sort');
+        });
+        th.setAttribute('aria-sort', down ? 'descending' : 'ascending');
+        var rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function (a, b) {
+          var x = key(a.cells[col]), y = key(b.cells[col]);
+          if (x === null || y === null) { return (x === null) - (y === null); }
+          var c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0)
+            : (typeof x === 'number' ? -1 : 1);
+          return down ? -c : c;
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      });
+    });
+  });
+})();
+"""
+
 PAGER_SCRIPT = """
 (function () {
   var root = document.getElementById('class-list');
@@ -154,7 +192,8 @@ PAGER_SCRIPT = """
     if (page >= pages) { page = pages - 1; }
     items.forEach(function (el) { el.hidden = true; });
     hits.slice(page * per, (page + 1) * per).forEach(function (el) { el.hidden = false; });
-    info.textContent = hits.length + ' classes match; page ' + (page + 1) + ' of ' + pages;
+    info.textContent = hits.length + (hits.length === 1 ? ' class matches' : ' classes match') +
+      '; page ' + (page + 1) + ' of ' + pages;
     prev.disabled = page === 0;
     next.disabled = page >= pages - 1;
   }
@@ -194,5 +233,5 @@ def page(title: str, nav: Sequence[tuple[str, str]], sections: Iterable[str]) ->
         f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
         f"<header><h1>{esc(title)}</h1></header><nav>{links}</nav><main>"
         + "".join(sections)
-        + f"</main><script>{PAGER_SCRIPT}</script></body></html>\n"
+        + f"</main><script>{PAGER_SCRIPT}{SORT_SCRIPT}</script></body></html>\n"
     )
