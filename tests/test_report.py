@@ -434,6 +434,12 @@ def test_numbers_match_plain_loops(demo_run: str) -> None:
         assert lines[1] == f"true: {DIGIT_NAMES[p['label']]} (digit_{p['label']})"
         top = p["top5_classes"][0]
         assert lines[2] == f"predicted: {DIGIT_NAMES[top]} (digit_{top}) ({p['top5_probs'][0]:.2f})"
+        assert lines[3] == f"p(true class): {p['label_prob']:.3f}"
+        assert lines[4].startswith(f"top-5: {DIGIT_NAMES[top]} {p['top5_probs'][0]:.2f}, ")
+    # the most confident mistakes, most confident first (the paper's Figure 3)
+    confident = sorted(wrong, key=lambda k: (-wrong[k]["top5_probs"][0], k))
+    shown = [t.one("figcaption").all("div")[0].text() for t in tiles]
+    assert shown == confident[: len(tiles)]
 
     # Figures 7, 8, 10: each class block shows exactly that class's selections, in rank order
     sel = read_parquet_dir(demo_run, "selections").to_pylist()

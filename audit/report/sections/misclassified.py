@@ -1,10 +1,13 @@
-"""``misclassified``: a seeded sample of misclassified images with their true and predicted
-class (the paper's Figure 3)."""
+"""``misclassified``: the misclassified images the model was most sure of (the paper's
+Figure 3 is about confident mistakes), each with its true class, its top-5 with their
+probabilities and the true class's probability."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from audit.report import html as h
-from audit.report.sections.context import SectionContext, sample
+from audit.report.sections.context import SectionContext
 from audit.report.sections.registry import register_section
 from audit.report.sections.tables import pred_line
 
@@ -18,33 +21,45 @@ from audit.report.sections.tables import pred_line
 def render(ctx: SectionContext) -> list[str] | None:
     body: list[str] = []
     missing: list[str] = []  # runs without any, named when another run has some
-    for i, run in enumerate(ctx.runs):
+    for run in ctx.runs:
         preds = ctx.preds(run)
         wrong = sorted(k for k, p in preds.items() if p["correct_top1"] is False)
         if not wrong:
             missing.append(h.para(f"{run.title}: no misclassified labeled image."))
             continue
-        shown = sample(wrong, ctx.cfg.examples, ctx.rng("misclassified", i))
+        # most confident mistakes first (ties by image_id)
+        shown = sorted(wrong, key=lambda k: (-_confidence(preds[k]), k))[: ctx.cfg.examples]
         tiles = []
         for image_id in shown:
             p = preds[image_id]
             pic = ctx.pictures.of_array(ctx.crop(run, p))
-            tiles.append(
-                h.figure(
-                    pic,
-                    image_id,
-                    [image_id, f"true: {run.classes.label(p['label'])}", pred_line(run, p)],
-                )
-            )
+            lines = [image_id, f"true: {run.classes.label(p['label'])}", pred_line(run, p)]
+            if p.get("label_prob") is not None:
+                lines.append(f"p(true class): {p['label_prob']:.3f}")
+            lines.append("top-5: " + ", ".join(_top5(run, p)))
+            tiles.append(h.figure(pic, image_id, lines))
         labeled = sum(1 for p in preds.values() if p["label"] is not None)
         body.append(h.heading(3, run.title))
         body.append(
             h.para(
                 f"{len(wrong)} of {labeled} labeled images are misclassified (top-1); "
-                f"{len(shown)} shown, a sample drawn with seed {ctx.cfg.seed}."
+                f"the {len(shown)} the model was most sure of are shown, most confident first."
             )
         )
         body.append(h.grid(tiles))
     if not body:
         return None
     return [*missing, *body]
+
+
+def _confidence(p: dict[str, Any]) -> float:
+    """The probability of the (wrong) top-1 class."""
+    probs = p.get("top5_probs") or [0.0]
+    return float(probs[0])
+
+
+def _top5(run: Any, p: dict[str, Any]) -> list[str]:
+    return [
+        f"{run.classes.short(c)} {q:.2f}"
+        for c, q in zip(p.get("top5_classes") or [], p.get("top5_probs") or [], strict=False)
+    ]

@@ -18,9 +18,11 @@ def rows(table: pa.Table, columns: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def by_id(run: RunData) -> dict[str, dict[str, Any]]:
-    """image_id -> prediction row (uri, label, top-5, correct_top1) of ``run``."""
+    """image_id -> prediction row (uri, label, top-5, correct_top1, label_prob) of ``run``."""
+    table = run.tables["predictions"]
     cols = ["image_id", "uri", "label", "top5_classes", "top5_probs", "correct_top1"]
-    return {r["image_id"]: r for r in rows(run.tables["predictions"], cols)}
+    cols += [c for c in ("label_prob",) if c in table.column_names]
+    return {r["image_id"]: r for r in rows(table, cols)}
 
 
 def metric(run: RunData, name: str, scope: str = "all") -> tuple[float, int] | None:
