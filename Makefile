@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine (each creates .venv and installs what it needs):
-#   make demo   - set up, then run the whole audit on the embedded demo set -> ./audit-output/
+#   make demo   - set up, audit the embedded demo set and build its report -> ./audit-output/
 #   make test   - set up, then lint, type-check and run the test suite (what CI runs)
 #   make test-fast - set up, then only the quick tier: no slow, cluster or browser tests
 PYTHON ?= python3
@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml constraints-test.txt
 
 venv: $(STAMP)
 
+# the demo's run id, fixed here so that its report can be built after it
+DEMO_RUN := demo-$(shell date -u +%Y%m%d-%H%M%S)
+
 demo: venv
-	$(BIN)/audit-cli run
+	$(BIN)/audit-cli run --run-id $(DEMO_RUN)
+	$(BIN)/audit-cli report audit-output/$(DEMO_RUN)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -100,6 +100,9 @@ class StageBars:
                     leave=True,
                 )
                 self.bars[st.name] = bar
+            if st.total is not None and bar.total != st.total:  # images that failed before it
+                bar.total = st.total
+                bar.refresh()
             bar.update(st.done - bar.n)
 
     def close(self) -> None:
