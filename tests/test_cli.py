@@ -214,6 +214,26 @@ def test_models_lists_registry() -> None:
     assert {"resnet18", "resnet101", "densenet121", "densenet161", "demo_digits"} <= set(names)
 
 
+@pytest.mark.slow  # a small pipeline run on the session's Ray
+def test_run_json_prints_the_result_as_status_json_does(
+    tmp_path: Path, demo_cache: str, ray_local: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDIT_CACHE_DIR", demo_cache)
+    args = ["run", "--json", "--no-progress", "-o", str(tmp_path), "--run-id", "js"]
+    for override in ("data.limit=12", "explain.enabled=false", "criticism.enabled=false"):
+        args += ["--set", override]
+    result = CliRunner().invoke(app, args)  # stdout alone: the logs go to stderr
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    m = read_manifest(str(tmp_path / "js"))
+    assert got["url"].endswith("/js") and got["run_id"] == "js" and got["state"] == "succeeded"
+    assert got["rows"] == {name: t["rows"] for name, t in m["tables"].items()}
+    assert got["metrics"] == m["metrics"]
+    assert got["stages"]["attack"]["done"] == got["rows"]["adversarial"]
+    status = CliRunner().invoke(app, ["status", str(tmp_path / "js"), "--json"])
+    assert json.loads(status.stdout)["progress"] == {k: v for k, v in got.items() if k != "url"}
+
+
 def test_models_says_whether_the_default_weights_are_here(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

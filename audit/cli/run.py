@@ -31,7 +31,10 @@ def run(
     address: Annotated[
         str | None, typer.Option("--address", help="Ray cluster (default: local Ray).")
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar per stage.")] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as one JSON object (as status --json).")
+    ] = False,
 ) -> None:
     """Run the audit pass with a progress bar and print the error rates.
 
@@ -75,6 +78,13 @@ def run(
         raise typer.Exit(130) from None
     finally:
         bars.close()
+    if as_json:
+        import json
+
+        from audit.jobs.presentation import run_summary
+
+        typer.echo(json.dumps({"url": result.url, **run_summary(result.manifest)}, indent=2))
+        return
     typer.echo(format_summary(result.manifest, result.url))
 
 

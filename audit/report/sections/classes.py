@@ -71,7 +71,18 @@ def render(ctx: SectionContext) -> list[str] | None:
         + f", {ctx.cfg.classes_per_page} per page. Prototypes are typical images of their "
         "class and criticisms atypical ones, each method by its own score (docs/tables.md)."
     )
-    return [intro, h.pager(ctx.cfg.classes_per_page, blocks)]
+    return [intro, h.note(SCORE_LEGEND), h.pager(ctx.cfg.classes_per_page, blocks)]
+
+
+SCORE_LEGEND = (
+    "What each score under an image is: adversarial prototypes, the clean margin p(label) - "
+    "p(runner-up); adversarial criticisms, p(adversarial class) after one attack step; "
+    "mmd_critic prototypes, J_b (the MMD-critic objective) of the first k prototypes, which "
+    "grows with k as each prototype is chosen for its gain and can be negative for the first "
+    "few; mmd_critic criticisms, the absolute witness (how far the class's density and the "
+    "prototypes' differ there); probability, p(label); random, the draw's position."
+)
+"""The legend of the selections' scores (docs/tables.md, ``selections.score``)."""
 
 
 def _run_part(
