@@ -131,18 +131,9 @@ class AuditRun:
     def _classes(self) -> pa.Table:
         index = self.reader.classes()
         if index is None:  # an old run with a class list of its own: indices only
-            n = self.manifest.model.num_classes
-            ids: Sequence[str] = [f"class_{i}" for i in range(n)]
-            names: Sequence[str] = ids
-        else:
-            ids, names = index.ids, index.names
-        return pa.table(
-            {
-                "index": pa.array(range(len(ids)), pa.int32()),
-                "class_id": pa.array(ids, pa.string()),
-                "name": pa.array(names, pa.string()),
-            }
-        )
+            ids = [f"class_{i}" for i in range(self.manifest.model.num_classes)]
+            return classes_table(ids, ids)
+        return classes_table(index.ids, index.names)
 
     def classes(self) -> pd.DataFrame:
         """The model's classes: ``index`` (what ``label`` and ``top5_classes`` hold),
@@ -153,6 +144,17 @@ class AuditRun:
         """One row per class with labeled, predicted images (the classes the ``metrics``
         table has rows for), sorted by index; columns :data:`PER_CLASS_COLUMNS`."""
         return to_pandas(per_class_table(self.table, self._classes))
+
+
+def classes_table(ids: Sequence[str], names: Sequence[str]) -> pa.Table:
+    """The ``classes`` table's columns (``index``, ``class_id``, ``name``) for a class list."""
+    return pa.table(
+        {
+            "index": pa.array(range(len(ids)), pa.int32()),
+            "class_id": pa.array(ids, pa.string()),
+            "name": pa.array(names, pa.string()),
+        }
+    )
 
 
 def per_class_table(read: Any, classes: pa.Table) -> pa.Table:

@@ -266,12 +266,16 @@ class RunManifest:
                 mine = by.get("predict")
                 fields = dict(info.fields)
                 if mine is not None:
-                    etas = [e for st in states if (e := st.to_json()["eta_seconds"]) is not None]
+                    etas = [
+                        round(e, 1)
+                        for st in states
+                        if not st.finished and (e := st.eta_seconds) is not None
+                    ]
                     fields["work_seconds"] = round(mine.work_seconds, 3)
                     if info.state == "running":  # a finished pass keeps its average rate
                         if mine.rate:
                             fields["images_per_second"] = round(mine.rate, 3)
-                        fields["eta_seconds"] = max(etas) if etas else None  # type: ignore[type-var]
+                        fields["eta_seconds"] = max(etas) if etas else None
                 out[name] = StageInfo(info.state, fields)
                 for st in states:
                     if st.name not in (DECODE, "predict"):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from audit.notebook import per_class_table
+from audit.notebook import classes_table, per_class_table
 from audit.report import html as h
 from audit.report.data import RunData
 from audit.report.sections.context import SectionContext
@@ -30,27 +30,12 @@ HEADER = [
 
 def per_class(run: RunData) -> pa.Table:
     """The run's per-class frame (:func:`audit.notebook.per_class_table`) from the tables the
-    report read."""
-    classes = pa.table(
-        {
-            "index": pa.array(range(len(run.classes.ids)), pa.int32()),
-            "class_id": pa.array(run.classes.ids, pa.string()),
-            "name": pa.array(run.classes.names, pa.string()),
-        }
-    )
+    report read (each cast to its declared schema, so an empty one has its columns too)."""
 
     def read(name: str, columns: list[str]) -> pa.Table:
-        table = run.tables[name]
-        if not set(columns) <= set(table.column_names):  # no adversarial rows: attack disabled
-            return pa.table(
-                {
-                    c: pa.array([], pa.int32() if c != "steps_to_flip" else pa.int16())
-                    for c in columns
-                }
-            )
-        return table.select(columns)
+        return run.tables[name].select(columns)
 
-    return per_class_table(read, classes)
+    return per_class_table(read, classes_table(run.classes.ids, run.classes.names))
 
 
 def _num(value: Any, digits: int = 2) -> str:
