@@ -125,7 +125,7 @@ class AttackConfig(Checked):
 class ExplainWhich(str, Enum):
     """Which images LIME explains (it costs n_samples forward passes per explanation)."""
 
-    PER_CLASS = "per_class"  # the first explain.per_class images of every class, by image_id
+    PER_CLASS = "per_class"  # explain.per_class images of every class, a seeded draw
     CLASSES = "classes"  # every image of explain.classes
     ALL = "all"
     MISCLASSIFIED = "misclassified"  # top-1 differs from the label
