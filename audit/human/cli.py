@@ -11,6 +11,7 @@ Typical use::
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from typing import Annotated, Any
 
@@ -19,8 +20,8 @@ import pyarrow as pa
 import typer
 
 from audit.cli_boundary import StorageOpt, fail, one_line_errors, parse_storage
+from audit.human.analysis import FIG2, format_table
 from audit.human.analysis import analyze as run_analysis
-from audit.human.analysis import format_table
 from audit.human.config import (
     ASSIGNMENT_CONDITIONS,
     AgreementRule,
@@ -31,8 +32,8 @@ from audit.human.config import (
     TimeFilter,
 )
 from audit.human.ingest import ingest_files
-from audit.human.judgments import get_source, public_tables, registered_sources
-from audit.human.storage import FIGURES, TABLES, HumanStore, human_root, read_columns
+from audit.human.judgments import get_source, judge, registered_sources
+from audit.human.storage import FIGURES, JUDGED, TABLES, HumanStore, human_root, read_columns
 
 app = typer.Typer(
     help="Human studies: export Mechanical Turk batches, ingest answers, compute Tables 1-3.",
@@ -82,7 +83,9 @@ def _run_predictions(run: str, storage_options: dict[str, Any]) -> pa.Table:
 def export(
     run: RunArg,
     study: Annotated[Study, typer.Argument(help="Which study.")],
-    batch: Annotated[str, typer.Option(help="Batch name (folder <study>-<batch>).")] = "batch1",
+    batch: Annotated[
+        str, typer.Option(help="Batch name (its folder: <study>-<batch>).")
+    ] = "batch1",
     raters: Annotated[int, typer.Option(help="Raters per item.")] = 5,
     question: Annotated[
         str | None, typer.Option(help="Question text; {classes} is replaced by the class names.")
@@ -102,20 +105,24 @@ def export(
         list[str] | None,
         typer.Option(
             "--condition",
-            help=f"Assignment: conditions (repeatable; default all of {sorted(ASSIGNMENT_CONDITIONS)}).",
+            help="Assignment: a condition (repeatable; default: all of "
+            + ", ".join(sorted(ASSIGNMENT_CONDITIONS))
+            + ").",
         ),
     ] = None,
     questions: Annotated[int, typer.Option(help="Assignment: questions per condition.")] = 20,
     classes_per_question: Annotated[int, typer.Option(help="Assignment: groups per question.")] = 6,
     class_names: Annotated[
-        bool, typer.Option(help="Assignment: show class names above the groups.")
+        bool, typer.Option("--class-names", help="Assignment: show class names above the groups.")
     ] = False,
     image_base_url: Annotated[
         str | None,
         typer.Option(help="Public https URL of the images folder (<human>/images) for raters."),
     ] = None,
     output: OutputOpt = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a batch of the same name.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a batch of the same name.")
+    ] = False,
     storage_options: StorageOpt = None,
 ) -> None:
     """Render the images raters see and write an uploadable batch (MTurk CSV + HTML, JSON/CSV)."""
@@ -164,7 +171,8 @@ def ingest(
         AnswerFormat,
         typer.Option(
             "--format",
-            help="mturk: batch results CSV; plain: item_id,worker_id,answer,work_time_seconds.",
+            help="mturk: batch results CSV; plain: CSV item_id, worker_id, answer, "
+            "work_time_seconds.",
         ),
     ] = AnswerFormat.MTURK,
     output: OutputOpt = None,
@@ -189,6 +197,10 @@ def analyze(
     plot: Annotated[bool, typer.Option(help="Also write the Figure 2 PNG.")] = True,
     output: OutputOpt = None,
     storage_options: StorageOpt = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print one JSON object: tables (rows), files, notes."),
+    ] = False,
 ) -> None:
     """Compute Tables 1-3 and Figure 2 from every ingested batch; write and print them."""
     options = parse_storage(storage_options)
@@ -196,15 +208,32 @@ def analyze(
     predictions = _run_predictions(run, options)
     store = HumanStore(human_root(run, output), options)
     tables, notes = run_analysis(store, predictions, rule, plot=plot)
+    if not tables:
+        if not as_json:
+            for note in notes:
+                typer.echo(f"note: {note}")
+        raise fail(f"no ingested answers under {store.url()}; run 'ingest' first")
+    fig2 = f"{FIGURES}/{FIG2}.png"
+    figures = {FIG2: store.url(fig2)} if plot and store.exists(fig2) else {}
+    if as_json:
+        summary = {
+            "output": store.url(),
+            "tables": {
+                name: {"url": store.url(f"{TABLES}/{name}.parquet"), "rows": table.to_pylist()}
+                for name, table in tables.items()
+            },
+            "figures": figures,
+            "notes": notes,
+        }
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
     for note in notes:
         typer.echo(f"note: {note}")
-    if not tables:
-        raise fail(f"no ingested answers under {store.url()}; run 'ingest' first")
     for name, table in tables.items():
         typer.echo(f"\n{name} -> {store.url(f'{TABLES}/{name}.parquet')}")
         typer.echo(format_table(table))
-    if plot and store.exists(f"{FIGURES}/fig2_positive_answers.png"):
-        typer.echo(f"\nfigure -> {store.url(f'{FIGURES}/fig2_positive_answers.png')}")
+    for url in figures.values():
+        typer.echo(f"\nfigure -> {url}")
 
 
 def _source_option(name: str) -> Any:
@@ -280,13 +309,20 @@ def public(
         "index_to_filepath": index_to_filepath,
     }
     try:
-        out = public_tables(table, files, lambda url: _read_text(url, options), params)
+        out = judge(table, files, lambda url: _read_text(url, options), params)
     except ValueError as exc:  # PublicDataError, or a malformed file the readers let through
         raise fail(str(exc)) from None
-    for name, t in out.items():
-        store.write_parquet(f"{TABLES}/{name}.parquet", t)
+    for j in out:
+        name = f"public_{j.name}"
+        store.write_parquet(f"{TABLES}/{name}.parquet", j.table)
         typer.echo(f"\n{name} -> {store.url(f'{TABLES}/{name}.parquet')}")
-        typer.echo(format_table(t))
+        typer.echo(format_table(j.table))
+        if j.labels is not None:
+            store.write_parquet(f"{JUDGED}/{j.name}.parquet", j.labels)
+            typer.echo(
+                f"per-image judgments ({j.labels.num_rows} images) -> "
+                f"{store.url(f'{JUDGED}/{j.name}.parquet')}"
+            )
 
 
 def _public_predictions(

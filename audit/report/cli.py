@@ -6,12 +6,16 @@ it alone for tests.
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from audit.cli_boundary import StorageOpt, one_line_errors, parse_storage
 from audit.report.config import ReportConfig
+
+if TYPE_CHECKING:
+    from audit.report.build import Report
 
 _D = ReportConfig()
 
@@ -36,7 +40,7 @@ def report(
     ] = None,
     pairs: Annotated[
         str | None,
-        typer.Option(help="CSV image_a,image_b[,attribute][,pair_id] for the paired probe."),
+        typer.Option(help="CSV image_a, image_b [, attribute] [, pair_id] for the paired probe."),
     ] = None,
     examples: Annotated[
         int, typer.Option(help="Misclassified images shown per run.")
@@ -58,11 +62,17 @@ def report(
     ] = _D.thumb_size,
     seed: Annotated[int, typer.Option(help="Seed of every sample.")] = _D.seed,
     storage_options: StorageOpt = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object: url, sections, missing ones and why, images, size.",
+        ),
+    ] = False,
 ) -> None:
     """Write a self-contained HTML report (tables, plots, image grids) of audit runs.
 
-    Each run's committed files are verified first (as `audit-cli verify` does): a run with a
-    missing or altered file is refused, in one line naming the files."""
+    A run with a missing or altered file is refused first (as `audit-cli verify` does)."""
     from audit.report.bias import read_attributes, read_pairs
     from audit.report.build import make_report
     from audit.run.verify import verify_run
@@ -85,12 +95,37 @@ def report(
     pair_list = read_pairs(pairs, options) if pairs else None
     url, built = make_report(runs, output, cfg, attrs, pair_list, options)
     size = len(built.html.encode("utf-8"))
+    if as_json:
+        typer.echo(json.dumps(report_summary(runs, url, built, size), indent=2, default=str))
+        return
     typer.echo(
         f"report: {url} ({size / 1e6:.1f} MB, {built.images} images, "
         f"sections: {', '.join(built.sections)})"
     )
     if built.refused_images:
         typer.echo(f"  {built.refused_images} images left out: the image budget was spent")
+
+
+def report_summary(runs: list[str], url: str, built: Report, size: int) -> dict[str, Any]:
+    """What ``audit-cli report --json`` prints: the URL written, the runs, the sections
+    rendered (in page order) and those left out with why (a section is left out when no run has
+    its data), the embedded images, those the image budget refused, and the file's size."""
+    from audit.report.sections import registered_sections
+
+    return {
+        "url": url,
+        "runs": list(runs),
+        "sections": list(built.sections),
+        "missing": [
+            {"name": s.name, "title": s.title, "why": s.why}
+            for s in registered_sections()
+            if s.name not in built.sections
+        ],
+        "images": built.images,
+        "image_bytes": built.image_bytes,
+        "refused_images": built.refused_images,
+        "size_bytes": size,
+    }
 
 
 app.command()(report)
