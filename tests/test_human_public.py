@@ -12,6 +12,7 @@ import csv
 import json
 from collections import Counter
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -280,3 +281,38 @@ def test_madrylab_by_imagefolder_index_needs_the_file_list() -> None:
 def test_malformed_public_files(reader, text: str, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(PublicDataError, match=message):
         reader(text)
+
+
+def test_per_image_judgments_match_the_files_and_the_totals() -> None:
+    """judge() gives each source's per-image label sets beside its table: ReaL's sets and
+    cleanlab's k-of-n reading on its candidates, against plain loops over the raw JSON, and
+    the top-1 accuracy over those sets equals the source's own total."""
+    from audit.human.judgments import JUDGED_SCHEMA, judge
+
+    files = {"real": str(REAL), "cleanlab": str(CLEANLAB / "imagenet_mturk.json")}
+    out = {j.name: j for j in judge(baseline(), files, lambda p: Path(p).read_text())}
+    preds = {r["image_id"]: r for r in baseline().to_pylist()}
+
+    real = json.loads(REAL.read_text())
+    want_real = {
+        f"ILSVRC2012_val_{i + 1:08d}": set(v)
+        for i, v in enumerate(real)
+        if v and f"ILSVRC2012_val_{i + 1:08d}" in preds
+    }
+    raw = json.loads((CLEANLAB / "imagenet_mturk.json").read_text())
+    want_clean = {}
+    for c in raw:
+        image_id = f"ILSVRC2012_val_{c['id']:08d}"
+        label = preds[image_id]["label"]
+        backed = c["mturk"]["guessed"] + c["mturk"]["both"] >= 3
+        want_clean[image_id] = {label, c["our_guessed_label"]} if backed else {label}
+    for name, want in (("real", want_real), ("cleanlab", want_clean)):
+        labels = out[name].labels
+        assert labels is not None and labels.schema == JUDGED_SCHEMA
+        got = {r["image_id"]: set(r["valid_labels"]) for r in labels.to_pylist()}
+        assert got == want, name
+    real_hits = [preds[i]["top5_classes"][0] in v for i, v in want_real.items()]
+    assert measures(out["real"].table)["ReaL top-1 accuracy"] == (
+        pytest.approx(sum(real_hits) / len(real_hits)),
+        len(real_hits),
+    )

@@ -275,6 +275,7 @@ def test_report_renders_in_chromium(full_report: tuple[str, Any], tmp_path: Path
             "accuracy",
             "per_class",
             "confusion",
+            "agreement",
             "misclassified",
             "adversarial",
             "classes",
@@ -390,6 +391,18 @@ def test_error_analysis_tables_match_plain_loops(demo_run: str) -> None:
         ]
         for (t, q), n in want
     ]
+    # the matrix: every class in a mistake (fewer than its 12), each cell a plain count
+    involved = sorted({c for pair in pairs for c in pair})
+    assert len(involved) <= 12
+    matrix = root.one("section", id="confusion").one("table", cls="confusion")
+    heads = [th.text() for th in matrix.one("thead").all("th")][1:]
+    assert heads == [DIGIT_NAMES[c] for c in involved]
+    counts = Counter((p["label"], p["top5_classes"][0]) for p in labeled)
+    assert table_rows(matrix) == [
+        [str(counts[(t, q)]) if counts[(t, q)] else "" for q in involved] for t in involved
+    ]
+    row_heads = [tr.all("th")[0].text() for tr in matrix.one("tbody").all("tr")]
+    assert row_heads == [f"{DIGIT_NAMES[t]} ({per_true[t]})" for t in involved]
 
 
 def test_numbers_match_plain_loops(demo_run: str) -> None:

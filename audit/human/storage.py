@@ -6,6 +6,7 @@ Layout under the human folder (``<run>/human`` unless ``--output`` names another
     batches/<study>-<batch>/                 one exported batch (see audit.human.export)
     answers/<study>-<batch>/answers.parquet  one row per answer of an ingested results file
     tables/<name>.parquet                    the analysis tables (Tables 1-3, Figure 2, public)
+    judged/<source>.parquet                  a public source's per-image judgments
     figures/<name>.png                       plots
 """
 
@@ -24,6 +25,7 @@ IMAGES = "images"
 BATCHES = "batches"
 ANSWERS = "answers"
 TABLES = "tables"
+JUDGED = "judged"
 FIGURES = "figures"
 
 

@@ -24,6 +24,7 @@ from audit.store import SCHEMAS
 
 HUMAN_TABLES = "human/tables"
 HUMAN_FIGURES = "human/figures"
+HUMAN_JUDGED = "human/judged"
 
 # Columns the report never needs in memory (embeddings are 512-2208 floats a row; adversarial
 # pixels are read only for the few images shown, by adversarial_pngs).
@@ -70,6 +71,8 @@ class RunData:
             ``explanations``, ``selections``, ``metrics``.
         human: Every ``<run>/human/tables/*.parquet``, by file stem, sorted by name.
         human_figures: Every ``<run>/human/figures/*.png``, by file stem.
+        judged: Every public source's per-image judgments, ``<run>/human/judged/<source>.parquet``
+            (``audit-cli human public``), by source name: image stem -> the classes it accepts.
         storage_options: fsspec options the run was read with.
     """
 
@@ -79,6 +82,7 @@ class RunData:
     tables: dict[str, pa.Table]
     human: dict[str, pa.Table] = field(default_factory=dict)
     human_figures: dict[str, bytes] = field(default_factory=dict)
+    judged: dict[str, dict[str, frozenset[int]]] = field(default_factory=dict)
     storage_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -181,13 +185,9 @@ def adversarial_pngs(run: RunData, image_ids: Iterable[str]) -> dict[str, bytes]
     return out
 
 
-def _read_human(
-    run: str, storage_options: Mapping[str, Any]
-) -> tuple[dict[str, pa.Table], dict[str, bytes]]:
-    fs, base = _fs(run, storage_options)
+def _read_parquet_folder(fs: Any, folder: str) -> dict[str, pa.Table]:
+    """file stem -> table, for every ``folder/*.parquet`` (none when the folder is absent)."""
     tables: dict[str, pa.Table] = {}
-    figures: dict[str, bytes] = {}
-    folder = base + "/" + HUMAN_TABLES
     if fs.exists(folder):
         for path in sorted(fs.glob(folder + "/*.parquet")):
             stem = posixpath.splitext(posixpath.basename(path))[0]
@@ -198,6 +198,35 @@ def _read_human(
                 raise ConfigError(
                     f"Cannot read the human-study table {fs.unstrip_protocol(path)!r}: {exc}"
                 ) from None
+    return tables
+
+
+def _read_judged(
+    run: str, storage_options: Mapping[str, Any]
+) -> dict[str, dict[str, frozenset[int]]]:
+    fs, base = _fs(run, storage_options)
+    out = {}
+    for name, t in _read_parquet_folder(fs, base + "/" + HUMAN_JUDGED).items():
+        if not {"image_id", "valid_labels"} <= set(t.column_names):
+            raise ConfigError(
+                f"The per-image judgments {name!r} of run {run!r} lack the columns image_id "
+                "and valid_labels."
+            )
+        out[name] = {
+            i: frozenset(v or ())
+            for i, v in zip(
+                t.column("image_id").to_pylist(), t.column("valid_labels").to_pylist(), strict=True
+            )
+        }
+    return out
+
+
+def _read_human(
+    run: str, storage_options: Mapping[str, Any]
+) -> tuple[dict[str, pa.Table], dict[str, bytes]]:
+    fs, base = _fs(run, storage_options)
+    tables = _read_parquet_folder(fs, base + "/" + HUMAN_TABLES)
+    figures: dict[str, bytes] = {}
     folder = base + "/" + HUMAN_FIGURES
     if fs.exists(folder):
         for path in sorted(fs.glob(folder + "/*.png")):
@@ -234,5 +263,6 @@ def load_run(run: str, storage_options: Mapping[str, Any] | None = None) -> RunD
         tables=tables,
         human=human,
         human_figures=figures,
+        judged=_read_judged(run, options),
         storage_options=options,
     )

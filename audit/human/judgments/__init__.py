@@ -15,13 +15,21 @@ import importlib
 import pkgutil
 
 from audit.human.judgments.cleanlab import CleanlabVote, cleanlab_table, read_cleanlab
-from audit.human.judgments.common import PUBLIC_SCHEMA, PublicDataError, image_stem, val_image_id
+from audit.human.judgments.common import (
+    JUDGED_SCHEMA,
+    PUBLIC_SCHEMA,
+    PublicDataError,
+    image_stem,
+    val_image_id,
+)
 from audit.human.judgments.madrylab import madrylab_table, read_index_to_filepath, read_madrylab
 from audit.human.judgments.real import read_real, real_table
 from audit.human.judgments.registry import (
+    Judged,
     JudgmentSource,
     ReadText,
     get_source,
+    judge,
     public_tables,
     register_source,
     registered_sources,
@@ -29,14 +37,17 @@ from audit.human.judgments.registry import (
 )
 
 __all__ = [
+    "JUDGED_SCHEMA",
     "PUBLIC_SCHEMA",
     "CleanlabVote",
+    "Judged",
     "JudgmentSource",
     "PublicDataError",
     "ReadText",
     "cleanlab_table",
     "get_source",
     "image_stem",
+    "judge",
     "madrylab_table",
     "public_tables",
     "read_cleanlab",

@@ -150,6 +150,22 @@ def cleanlab_table(
     return pa.Table.from_pylist(rows, schema=PUBLIC_SCHEMA)
 
 
+def cleanlab_valid(
+    predictions: pa.Table, votes: Sequence[CleanlabVote], k: int = 3
+) -> dict[str, set[int]]:
+    """The k-of-n reading on cleanlab's candidates only: image_id -> the prediction table's
+    label, with cleanlab's guess too when at least ``k`` votes back it (labeled images)."""
+    preds = _predictions(predictions)
+    out: dict[str, set[int]] = {}
+    for vote in votes:
+        p = preds.get(vote.image_id)
+        if p is None or p.label is None:
+            continue
+        backed = vote.votes["guessed"] + vote.votes["both"] >= k
+        out[vote.image_id] = {p.label, vote.guessed} if backed else {p.label}
+    return out
+
+
 def _backed(votes: Sequence[CleanlabVote], k: int) -> int:
     """Candidates whose guessed label has at least ``k`` votes for ``guessed`` or ``both``."""
     return sum(v.votes["guessed"] + v.votes["both"] >= k for v in votes)
@@ -172,5 +188,8 @@ register_source(
         read=_read,
         table=_table,
         params={"majority": 3, "k": 3},
+        labels=lambda predictions, judgments, params: cleanlab_valid(
+            predictions, judgments, params["k"]
+        ),
     )
 )

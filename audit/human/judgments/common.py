@@ -26,6 +26,25 @@ PUBLIC_SCHEMA = pa.schema(
 )
 
 
+JUDGED_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),  # the image stem (:func:`image_stem`)
+        ("valid_labels", pa.list_(pa.int64())),  # the classes the source accepts, sorted
+    ]
+)
+"""A source's per-image judgments, ``human/judged/<name>.parquet``: one row per predicted
+image the source judges (the report shows them on the image cards)."""
+
+
+def judged_table(predictions: pa.Table, valid: Mapping[str, set[int]]) -> pa.Table:
+    """:data:`JUDGED_SCHEMA` rows of the images of ``predictions`` that ``valid`` judges."""
+    preds = _predictions(predictions)
+    ids = sorted(i for i in valid if i in preds and valid[i])
+    return pa.table(
+        {"image_id": ids, "valid_labels": [sorted(valid[i]) for i in ids]}, schema=JUDGED_SCHEMA
+    )
+
+
 class PublicDataError(AuditError, ValueError):
     """A public judgments file is not in the expected format (message names file and entry)."""
 

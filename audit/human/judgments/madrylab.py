@@ -86,15 +86,7 @@ def madrylab_table(
     if not 0 < min_fraction <= 1:
         raise ValueError(f"min_fraction must be in (0, 1]. Got {min_fraction} instead.")
     preds = _predictions(predictions)
-    valid: dict[str, set[int]] = {}
-    for image_id, workers in selections.items():
-        counts: dict[int, int] = {}
-        for chosen in workers:
-            for c in set(chosen):
-                counts[c] = counts.get(c, 0) + 1
-        keep = {c for c, n in counts.items() if workers and n >= min_fraction * len(workers)}
-        if keep:
-            valid[image_id] = keep
+    valid = madrylab_valid(selections, min_fraction)
     rows = _all_rows(preds) + _set_rows("MadryLab multi-label", preds, valid)
     rows.append(
         _count("predictions among MadryLab's images", sum(1 for i in selections if i in preds))
@@ -106,6 +98,23 @@ def madrylab_table(
         )
     )
     return pa.Table.from_pylist(rows, schema=PUBLIC_SCHEMA)
+
+
+def madrylab_valid(
+    selections: Mapping[str, list[list[int]]], min_fraction: float
+) -> dict[str, set[int]]:
+    """image_id -> the classes at least ``min_fraction`` of its workers selected (images
+    without any such class are left out)."""
+    valid: dict[str, set[int]] = {}
+    for image_id, workers in selections.items():
+        counts: dict[int, int] = {}
+        for chosen in workers:
+            for c in set(chosen):
+                counts[c] = counts.get(c, 0) + 1
+        keep = {c for c, n in counts.items() if workers and n >= min_fraction * len(workers)}
+        if keep:
+            valid[image_id] = keep
+    return valid
 
 
 def _read(text: str, source: str, params: Mapping[str, Any], read_text: ReadText) -> Any:
@@ -127,5 +136,8 @@ register_source(
         read=_read,
         table=_table,
         params={"index_to_filepath": None, "min_fraction": 0.5},
+        labels=lambda predictions, judgments, params: madrylab_valid(
+            judgments, params["min_fraction"]
+        ),
     )
 )

@@ -45,7 +45,7 @@ def read_real(text: str, source: str = "real.json") -> dict[str, list[int]]:
 def real_table(predictions: pa.Table, real: Mapping[str, list[int]]) -> pa.Table:
     """ReaL top-1/top-5 accuracy next to the original accuracy, with the counts behind them."""
     preds = _predictions(predictions)
-    valid = {i: set(v) for i, v in real.items() if v}
+    valid = real_valid(real)
     rows = _all_rows(preds)
     rows += _set_rows("ReaL", preds, valid)
     rows.append(_count("predictions without a ReaL entry", sum(1 for i in preds if i not in real)))
@@ -56,6 +56,11 @@ def real_table(predictions: pa.Table, real: Mapping[str, list[int]]) -> pa.Table
         )
     )
     return pa.Table.from_pylist(rows, schema=PUBLIC_SCHEMA)
+
+
+def real_valid(real: Mapping[str, list[int]]) -> dict[str, set[int]]:
+    """image_id -> the ReaL label set, for the images that have one."""
+    return {i: set(v) for i, v in real.items() if v}
 
 
 def _read(text: str, source: str, params: Mapping[str, Any], read_text: ReadText) -> Any:
@@ -74,5 +79,6 @@ register_source(
         order=10,
         read=_read,
         table=_table,
+        labels=lambda predictions, judgments, params: real_valid(judgments),
     )
 )

@@ -24,6 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from audit.human.judgments.common import judged_table
 from audit.registry import Registry
 
 ReadText = Callable[[str], str]
@@ -39,6 +40,10 @@ Scorer = Callable[[pa.Table, Any, Mapping[str, Any]], pa.Table]
 """``(predictions, judgments, params) -> table`` with
 :data:`~audit.human.judgments.common.PUBLIC_SCHEMA` rows; ``predictions`` has ``image_id``,
 ``label`` and ``top5_classes``."""
+
+Labeler = Callable[[pa.Table, Any, Mapping[str, Any]], Mapping[str, set[int]]]
+"""``(predictions, judgments, params) -> image_id -> the classes the source accepts`` for the
+images it judges (the report's image cards show them)."""
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -58,6 +63,8 @@ class JudgmentSource:
         table: How to score a predictions table against the judgments (:data:`Scorer`).
         params: Its extra parameters and their defaults; the CLI passes its options of the
             same names (``majority``), other callers anything they like.
+        labels: Its per-image judgments (:data:`Labeler`), written as
+            ``human/judged/<name>.parquet``; None for a source that has only totals.
     """
 
     name: str
@@ -67,6 +74,7 @@ class JudgmentSource:
     read: Reader
     table: Scorer
     params: Mapping[str, Any] = field(default_factory=dict)
+    labels: Labeler | None = None
 
 
 # the built-in sources are imported by the package (audit/human/judgments/__init__.py)
@@ -116,12 +124,29 @@ def registered_sources() -> tuple[JudgmentSource, ...]:
     return _SOURCES.values()
 
 
-def public_tables(
+@dataclass(frozen=True)
+class Judged:
+    """What one source says of a predictions table.
+
+    Attributes:
+        name: The source's name.
+        table: Its :data:`~audit.human.judgments.common.PUBLIC_SCHEMA` rows (``public_<name>``).
+        labels: Its per-image judgments
+            (:data:`~audit.human.judgments.common.JUDGED_SCHEMA`), or None when the source has
+            no :data:`Labeler`.
+    """
+
+    name: str
+    table: pa.Table
+    labels: pa.Table | None
+
+
+def judge(
     predictions: pa.Table,
     files: Mapping[str, str],
     read_text: ReadText,
     params: Mapping[str, Any] | None = None,
-) -> dict[str, pa.Table]:
+) -> list[Judged]:
     """Score ``predictions`` against every source in ``files``; what ``human public`` runs.
 
     Args:
@@ -132,15 +157,11 @@ def public_tables(
             declares are an error, names of sources not in ``files`` are ignored.
 
     Returns:
-        ``public_<name>`` -> its table, in the sources' ``order``.
+        One :class:`Judged` per source given, in the sources' ``order``.
 
     Raises:
         ValueError: An unknown source or parameter name; a source's
             :class:`~audit.human.judgments.common.PublicDataError` or bad parameter value.
-
-    Example::
-
-        public_tables(preds, {"real": "real.json"}, lambda p: Path(p).read_text())
     """
     params = dict(params or {})
     for name in files:
@@ -149,12 +170,34 @@ def public_tables(
     unknown = sorted(set(params) - declared)
     if unknown:
         raise ValueError(f"Unknown judgment parameter(s) {unknown}; declared: {sorted(declared)}.")
-    out = {}
+    out = []
     for source in registered_sources():
         if source.name not in files:
             continue
         own = {k: params.get(k, default) for k, default in source.params.items()}
         path = files[source.name]
         judgments = source.read(read_text(path), path, own, read_text)
-        out[f"public_{source.name}"] = source.table(predictions, judgments, own)
+        table = source.table(predictions, judgments, own)
+        labels = None
+        if source.labels is not None:
+            labels = judged_table(predictions, source.labels(predictions, judgments, own))
+        out.append(Judged(source.name, table, labels))
     return out
+
+
+def public_tables(
+    predictions: pa.Table,
+    files: Mapping[str, str],
+    read_text: ReadText,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, pa.Table]:
+    """The tables of :func:`judge`: ``public_<name>`` -> its table, in the sources' ``order``.
+
+    Raises:
+        ValueError: As :func:`judge`.
+
+    Example::
+
+        public_tables(preds, {"real": "real.json"}, lambda p: Path(p).read_text())
+    """
+    return {f"public_{j.name}": j.table for j in judge(predictions, files, read_text, params)}

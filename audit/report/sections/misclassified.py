@@ -1,12 +1,15 @@
 """``misclassified``: the misclassified images the model was most sure of (the paper's
 Figure 3 is about confident mistakes), each with its true class, its top-5 with their
-probabilities and the true class's probability."""
+probabilities, the true class's probability, and what each public source loaded with
+``audit-cli human public`` accepts for the image (``RunData.judged``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from audit.human.judgments.common import image_stem
 from audit.report import html as h
+from audit.report.data import RunData
 from audit.report.sections.context import SectionContext
 from audit.report.sections.registry import register_section
 from audit.report.sections.tables import pred_line
@@ -37,6 +40,7 @@ def render(ctx: SectionContext) -> list[str] | None:
             if p.get("label_prob") is not None:
                 lines.append(f"p(true class): {p['label_prob']:.3f}")
             lines.append("top-5: " + ", ".join(_top5(run, p)))
+            lines.extend(judged_lines(run, image_id, p["top5_classes"][0]))
             tiles.append(h.figure(pic, image_id, lines))
         labeled = sum(1 for p in preds.values() if p["label"] is not None)
         body.append(h.heading(3, run.title))
@@ -50,6 +54,21 @@ def render(ctx: SectionContext) -> list[str] | None:
     if not body:
         return None
     return [*missing, *body]
+
+
+def judged_lines(run: RunData, image_id: str, top1: int) -> list[str]:
+    """``"real accepts: four, nine - top-1 right"`` for each public source that judged the
+    image (matched by its stem, as the sources are)."""
+    stem = image_stem(image_id)
+    out = []
+    for name, valid in sorted(run.judged.items()):
+        accepted = valid.get(stem)
+        if accepted is None:
+            continue
+        names = ", ".join(run.classes.short(c) for c in sorted(accepted))
+        verdict = "top-1 right" if top1 in accepted else "top-1 still wrong"
+        out.append(f"{name} accepts: {names} - {verdict}")
+    return out
 
 
 def _confidence(p: dict[str, Any]) -> float:

@@ -1,6 +1,7 @@
 """``per_class``: one row per class and run (images, top-1 / top-5 error, mean true-class
-probability, adversarial accuracy, mean steps to flip, never flipped), a table to sort by any
-column: the classes an error analyst looks at first. The figures are :mod:`audit.notebook`'s
+probability, adversarial accuracy, mean steps to flip, never flipped, and the top-1 error by
+the labels of each public source loaded with ``audit-cli human public``), a table to sort by
+any column: the classes an error analyst looks at first. The figures are :mod:`audit.notebook`'s
 per-class frame, so a notebook and the report agree."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from audit.human.judgments.common import image_stem
 from audit.notebook import classes_table, per_class_table
 from audit.report import html as h
 from audit.report.data import RunData
@@ -42,6 +44,20 @@ def _num(value: Any, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def judged_errors(run: RunData, source: str) -> dict[int, float]:
+    """class index -> top-1 error by public source ``source``'s labels, over the class's
+    labeled images it judged (an image is wrong when its top-1 is not among them)."""
+    valid = run.judged.get(source, {})
+    wrong: dict[int, list[bool]] = {}
+    preds = run.tables["predictions"].select(["image_id", "label", "top5_classes"]).to_pylist()
+    for p in preds:
+        accepted = valid.get(image_stem(p["image_id"]))
+        if accepted is None or p["label"] is None or not p["top5_classes"]:
+            continue
+        wrong.setdefault(p["label"], []).append(p["top5_classes"][0] not in accepted)
+    return {c: sum(v) / len(v) for c, v in wrong.items()}
+
+
 @register_section(
     "per_class",
     title="Errors by class",
@@ -50,7 +66,9 @@ def _num(value: Any, digits: int = 2) -> str:
 )
 def render(ctx: SectionContext) -> list[str] | None:
     rows: list[list[Any]] = []
+    sources = sorted({name for run in ctx.runs for name in run.judged})
     for run in ctx.runs:
+        judged = [judged_errors(run, name) for name in sources]
         for r in per_class(run).to_pylist():
             rows.append(
                 [
@@ -63,16 +81,24 @@ def render(ctx: SectionContext) -> list[str] | None:
                     h.pct(r["adv_top1_accuracy"]),
                     _num(r["mean_steps_to_flip"]),
                     h.pct(r["never_flipped"]),
+                    *[h.pct(j.get(r["index"])) for j in judged],
                 ]
             )
     if not rows:
         return None
+    header = [*HEADER, *[f"top-1 error by {name}" for name in sources]]
     return [
         h.para(
             "Every class with labeled, predicted images. Click a column's heading to sort by it "
             "(again to reverse). Mean steps to flip counts the images the attack flipped (0: "
             "already misclassified); never flipped is the share it did not flip within "
             "attack.max_steps. The same figures in a notebook: audit.open_run(run).per_class()."
+            + (
+                " Top-1 error by a public source counts the class's images that source judged "
+                "(audit-cli human public): wrong when the top-1 is not among its labels."
+                if sources
+                else ""
+            )
         ),
-        h.table(HEADER, rows, caption="Errors by class", sortable=True),
+        h.table(header, rows, caption="Errors by class", sortable=True),
     ]
