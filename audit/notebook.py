@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from audit.calibration import BINS, Calibration, predictions_calibration
 from audit.run.manifest_types import Manifest
 from audit.run.reader import RunReader
 
@@ -144,6 +145,13 @@ class AuditRun:
         """One row per class with labeled, predicted images (the classes the ``metrics``
         table has rows for), sorted by index; columns :data:`PER_CLASS_COLUMNS`."""
         return to_pandas(per_class_table(self.table, self._classes))
+
+    def calibration(self, bins: int = BINS) -> Calibration | None:
+        """The top-1 confidence of the labeled predictions against their accuracy in ``bins``
+        equal-width bins (:mod:`audit.calibration`: ``.ece``, ``.mce``, ``.counts``, ...), the
+        figures of the report's calibration section; None without labeled predictions."""
+        cols = ["label", "top5_probs", "correct_top1"]
+        return predictions_calibration(self.table("predictions", columns=cols), bins)
 
 
 def classes_table(ids: Sequence[str], names: Sequence[str]) -> pa.Table:

@@ -194,6 +194,23 @@ def test_open_run_on_the_demo_run(demo_run: str) -> None:
             assert math.isclose(by_class.loc[scope, name], value, abs_tol=1e-9), (name, scope)
             assert count == by_class.loc[scope, "images"]
 
+    # calibration: a plain loop over the labeled rows with its own 15 bins
+    rows = _dataset_rows(demo_run, "predictions", ["label", "top5_probs", "correct_top1"])
+    labeled = [r for r in rows if r["label"] is not None]
+    cal = run.calibration()
+    assert cal is not None and cal.images == len(labeled)
+    bins: dict[int, list[tuple[float, bool]]] = {}
+    for r in labeled:
+        c = r["top5_probs"][0]
+        b = min(14, max(k for k in range(15) if c >= k / 15))
+        bins.setdefault(b, []).append((c, r["correct_top1"]))
+    ece = sum(
+        len(v) / len(labeled) * abs(sum(h for _, h in v) / len(v) - sum(c for c, _ in v) / len(v))
+        for v in bins.values()
+    )
+    assert cal.counts == tuple(len(bins.get(b, [])) for b in range(15))
+    assert math.isclose(cal.ece, ece, abs_tol=1e-12)
+
     # never flipped is <NA> in an Int16 column, as many as Arrow's nulls
     steps = run.df("adversarial", columns=["image_id", "steps_to_flip"])
     assert str(steps["steps_to_flip"].dtype) == "Int16"

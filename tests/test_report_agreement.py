@@ -138,4 +138,4 @@ def test_agreement_tables_match_plain_loops(demo_run: str, other_run: str) -> No
 def test_one_run_has_no_agreement_section(demo_run: str) -> None:
     report = build_report([load_run(demo_run)], ReportConfig(examples=0, max_classes=0))
     assert "agreement" not in report.sections
-    assert "one run only" in dom(report.html).one("section", id="summary").text()
+    assert "fewer than two runs" in dom(report.html).one("section", id="summary").text()

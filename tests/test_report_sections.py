@@ -29,6 +29,8 @@ DOCUMENTED = (  # docs/report.md, "What it shows", in page order
     "accuracy",
     "per_class",
     "confusion",
+    "calibration",
+    "agreement",
     "misclassified",
     "adversarial",
     "classes",

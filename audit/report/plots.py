@@ -56,6 +56,68 @@ def rate_bars(
     return _png(fig)
 
 
+def reliability_diagram(
+    edges: Sequence[float],
+    series: Sequence[
+        tuple[str, Sequence[int], Sequence[float | None], Sequence[float | None], float]
+    ],
+) -> bytes:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, with a black
+    tick at the bin's mean confidence (above), and the share of images per bin (below), one bar
+    per run in each bin.
+
+    Args:
+        edges: The ``M + 1`` bin edges over [0, 1].
+        series: ``(run title, images per bin, mean confidence per bin, accuracy per bin,
+            ECE)`` for each run, the per-bin sequences ``M`` long, means None when empty.
+
+    Returns:
+        PNG bytes.
+    """
+    fig = Figure(figsize=(7.5, 5.2), dpi=100, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    lo = np.asarray(edges[:-1], dtype=np.float64)
+    widths = np.diff(np.asarray(edges, dtype=np.float64))
+    k = max(1, len(series))
+    top.plot([0.0, 1.0], [0.0, 1.0], linestyle="--", color="0.4", linewidth=1, label="calibrated")
+    for i, (title, counts, confidence, accuracy, ece) in enumerate(series):
+        color = f"C{i % 10}"
+        x = lo + widths * (i + 0.5) / k
+        full = np.asarray([a is not None for a in accuracy])
+        acc = np.asarray([a if a is not None else 0.0 for a in accuracy], dtype=np.float64)
+        top.bar(
+            x[full],
+            acc[full],
+            widths[full] / k,
+            color=color,
+            alpha=0.75,
+            edgecolor="white",
+            label=f"{title} (ECE {ece * 100:.2f} %)",
+        )
+        conf = np.asarray([c if c is not None else np.nan for c in confidence], np.float64)
+        top.plot(
+            x[full],
+            conf[full],
+            linestyle="none",
+            marker="_",
+            markersize=max(4.0, 200.0 / len(lo) / k),
+            markeredgewidth=2,
+            color="black",
+            label="mean confidence of the bin" if i == 0 else None,
+        )
+        n = np.asarray(counts, dtype=np.float64)
+        bottom.bar(x, n / max(1.0, float(n.sum())) * 100.0, widths / k, color=color, alpha=0.75)
+    top.set_xlim(0.0, 1.0)
+    top.set_ylim(0.0, 1.0)
+    top.set_ylabel("accuracy in the bin")
+    top.legend(fontsize="small", loc="upper left")
+    top.grid(alpha=0.3)
+    bottom.set_xlabel("top-1 confidence")
+    bottom.set_ylabel("% of images")
+    bottom.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

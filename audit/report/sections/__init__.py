@@ -8,6 +8,10 @@ this package is imported here, so a new file is all a new section needs (docs/ar
 - ``summary``: the runs side by side, errors by stage and reason, each run's configuration;
 - ``accuracy``: top-1/top-5 error and adversarial accuracy (the paper's Table 1), with the
   rectified and ReaL figures of the human-study tables when they exist;
+- ``per_class``: errors by class, a sortable table;
+- ``confusion``: the most-confused (true, predicted) class pairs;
+- ``calibration``: the top-1 confidence against the accuracy in 15 bins, the expected and
+  maximum calibration errors and a reliability diagram;
 - ``misclassified``: a sample of misclassified images (Figure 3);
 - ``adversarial``: adversarial accuracy, the ``steps_to_flip`` histogram, adversarial images
   beside their LIME explanations (Figures 5 and 6);

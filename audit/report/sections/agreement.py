@@ -109,17 +109,17 @@ def pair_counts(a: Mapping[str, Answer], b: Mapping[str, Answer], ids: Sequence[
     "agreement",
     title="Agreement between runs",
     order=18,
-    why="one run only (give several runs to compare them)",
+    why="fewer than two runs, or no labeled image every run predicted",
 )
 def render(ctx: SectionContext) -> list[str] | None:
     if len(ctx.runs) < 2:
         return None
     per_run = [answers(r, ctx.preds(r)) for r in ctx.runs]
     ids = sorted(set.intersection(*(set(a) for a in per_run)))
-    if not ids:
-        return [h.para("The runs have no labeled image in common.")]
     # the same image must carry the same true class in every run to be compared
     ids = [i for i in ids if len({a[i].label for a in per_run}) == 1]
+    if not ids:
+        return None
     titles = [r.title for r in ctx.runs]
     body: list[str] = [
         h.para(
