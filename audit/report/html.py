@@ -51,15 +51,17 @@ def table(
     sortable: bool = False,
 ) -> Raw:
     """A ``<table>`` with a header row; cells are escaped unless :class:`Raw`. A ``sortable``
-    one sorts by a column when its heading is clicked (:data:`SORT_SCRIPT`)."""
-    parts = [f'<table class="{esc(cls)}{" sortable" if sortable else ""}">']
+    one sorts by a column when its heading is clicked (:data:`SORT_SCRIPT`). The table is in a
+    ``<div class="tablewrap">`` of its own: a table wider than the page scrolls there, not the
+    page."""
+    parts = [f'<div class="tablewrap"><table class="{esc(cls)}{" sortable" if sortable else ""}">']
     if caption:
         parts.append(f"<caption>{esc(caption)}</caption>")
     parts.append("<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead>")
     parts.append("<tbody>")
     for row in rows:
         parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
-    parts.append("</tbody></table>")
+    parts.append("</tbody></table></div>")
     return Raw("".join(parts))
 
 
@@ -70,11 +72,13 @@ def picture(pic: Picture, alt: str) -> Raw:
     return Raw(f'<img src="{pic.uri}" width="{pic.width}" height="{pic.height}" alt="{esc(alt)}">')
 
 
-def figure(pic: Picture, alt: str, lines: Sequence[str | Raw] = ()) -> Raw:
-    """A captioned tile: the picture and one ``<div>`` per caption line."""
+def figure(pic: Picture, alt: str, lines: Sequence[str | Raw] = (), cls: str = "tile") -> Raw:
+    """A captioned card: the picture and one ``<div>`` per caption line. A ``tile`` (the
+    default) is a thumbnail's, at most 240 pixels wide; a ``plot`` is as wide as its picture,
+    or its section where that is narrower (the picture is scaled down to fit)."""
     caption = "".join(f"<div>{esc(line)}</div>" for line in lines)
     return Raw(
-        f'<figure class="tile">{picture(pic, alt)}<figcaption>{caption}</figcaption></figure>'
+        f'<figure class="{esc(cls)}">{picture(pic, alt)}<figcaption>{caption}</figcaption></figure>'
     )
 
 
@@ -117,7 +121,9 @@ nav a{margin-right:14px;color:#20314a;text-decoration:none;font-size:.92em}
 main{padding:8px 24px 48px}
 section{margin-top:28px}
 h2{border-bottom:2px solid #20314a;padding-bottom:2px}
-table.data{border-collapse:collapse;margin:8px 0;font-size:.88em;background:#fff}
+img{max-width:100%;height:auto}
+.tablewrap{max-width:100%;overflow-x:auto;margin:8px 0}
+table.data{border-collapse:collapse;margin:0;font-size:.88em;background:#fff}
 table.data th,table.data td{border:1px solid #ccd3dc;padding:3px 8px;text-align:left;
 vertical-align:top}
 table.data th{background:#eef2f6}
@@ -126,6 +132,9 @@ table.data caption{text-align:left;font-weight:600;padding:4px 0}
 figure.tile{margin:0;background:#fff;border:1px solid #ccd3dc;padding:4px;font-size:.78em;
 max-width:240px}
 figure.tile img{display:block;image-rendering:auto}
+figure.plot{margin:8px 0;background:#fff;border:1px solid #ccd3dc;padding:6px;font-size:.85em;
+width:fit-content;max-width:100%;box-sizing:border-box}
+figure.plot img{display:block}
 .row{display:flex;gap:6px;align-items:flex-start;flex-wrap:wrap;margin:4px 0}
 .rowlabel{width:110px;font-size:.85em;font-weight:600;color:#333}
 .group{border-left:3px solid #ccd3dc;padding-left:6px;margin-right:12px}

@@ -1,5 +1,6 @@
 """``human``: every table under ``<run>/human/tables/`` (the paper's Tables 2 and 3, public
-judgments) and every figure under ``<run>/human/figures/``."""
+judgments) and every figure under ``<run>/human/figures/`` (Figure 2), each in a plot card as
+wide as the figure, or the page where that is narrower."""
 
 from __future__ import annotations
 
@@ -24,5 +25,5 @@ def render(ctx: SectionContext) -> list[str] | None:
         for name, table in run.human.items():
             body.append(generic_table(table, f"{name} ({table.num_rows} rows)"))
         for name, png in run.human_figures.items():
-            body.append(h.figure(ctx.pictures.of_png(png), name, [name]))
+            body.append(h.figure(ctx.pictures.of_png(png), name, [name], cls="plot"))
     return body or None
