@@ -361,6 +361,42 @@ def test_error_tables_sort_in_chromium(demo_run: str, tmp_path: Path) -> None:
         driver.quit()
 
 
+def test_per_class_filter_and_links_in_chromium(demo_run: str, tmp_path: Path) -> None:
+    """The per-class table's box keeps the rows containing its text; a class's link opens the
+    pager's page that holds the class (4 per page: class 6 is on page 2) and scrolls to it."""
+    report = build_report([load_run(demo_run)], ReportConfig(examples=0, classes_per_page=4))
+    path = tmp_path / "linked.html"
+    path.write_text(report.html)
+    root = dom(report.html)
+    links = root.one("section", id="per_class").all("a")
+    assert [a.attrs["href"] for a in links] == [f"#class-{c}" for c in range(10)]
+    driver = chromium()
+    shown = (
+        "return Array.from(document.querySelectorAll('#per_class tbody tr'))"
+        ".filter(r => !r.hidden).map(r => r.cells[1].textContent);"
+    )
+    try:
+        driver.get(path.as_uri())
+        assert len(driver.execute_script(shown)) == 10
+        box = driver.find_element("css selector", "#per_class input.tablefilter")
+        box.send_keys("seven")
+        assert driver.execute_script(shown) == ["seven (digit_7)"]
+        box.clear()
+        box.send_keys("digit_")
+        assert len(driver.execute_script(shown)) == 10
+        assert visible_classes(driver) == ["0", "1", "2", "3"]
+        driver.find_element("css selector", '#per_class a[href="#class-6"]').click()
+        assert visible_classes(driver) == ["4", "5", "6", "7"]
+        assert "page 2 of 3" in driver.find_element("id", "class-page").text
+        top = driver.execute_script(
+            "return document.getElementById('class-6').getBoundingClientRect().top"
+        )
+        assert 0 <= top < driver.execute_script("return window.innerHeight")
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        driver.quit()
+
+
 # ---------------------------------------------------------------- content against references
 
 

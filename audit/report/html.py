@@ -49,12 +49,22 @@ def table(
     caption: str = "",
     cls: str = "data",
     sortable: bool = False,
+    filterable: bool = False,
 ) -> Raw:
     """A ``<table>`` with a header row; cells are escaped unless :class:`Raw`. A ``sortable``
-    one sorts by a column when its heading is clicked (:data:`SORT_SCRIPT`). The table is in a
-    ``<div class="tablewrap">`` of its own: a table wider than the page scrolls there, not the
-    page."""
-    parts = [f'<div class="tablewrap"><table class="{esc(cls)}{" sortable" if sortable else ""}">']
+    one sorts by a column when its heading is clicked (:data:`SORT_SCRIPT`); a ``filterable``
+    one has a box above it that shows only the rows containing what is typed
+    (:data:`FILTER_SCRIPT`). The table is in a ``<div class="tablewrap">`` of its own: a table
+    wider than the page scrolls there, not the page."""
+    parts = []
+    if filterable:
+        parts.append(
+            '<input class="tablefilter" type="search" placeholder="filter rows (any text)" '
+            'aria-label="filter rows">'
+        )
+    parts.append(
+        f'<div class="tablewrap"><table class="{esc(cls)}{" sortable" if sortable else ""}">'
+    )
     if caption:
         parts.append(f"<caption>{esc(caption)}</caption>")
     parts.append("<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead>")
@@ -145,6 +155,7 @@ align-items:center;justify-content:center;text-align:center;border:1px dashed #b
 .cls{border:1px solid #ccd3dc;background:#fff;margin:10px 0;padding:6px 10px}
 .pager{margin:8px 0;display:flex;gap:8px;align-items:center}
 .pager input{padding:4px;width:260px}
+input.tablefilter{padding:4px;width:260px;margin:6px 0 0}
 pre{background:#f0f0f0;padding:8px;overflow:auto;max-height:420px;font-size:.8em}
 """
 
@@ -181,6 +192,20 @@ SORT_SCRIPT = """
 })();
 """
 
+FILTER_SCRIPT = """
+(function () {
+  Array.prototype.forEach.call(document.querySelectorAll('input.tablefilter'), function (box) {
+    var table = box.nextElementSibling.querySelector('table');
+    box.addEventListener('input', function () {
+      var q = box.value.trim().toLowerCase();
+      Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+        row.hidden = q !== '' && row.textContent.toLowerCase().indexOf(q) < 0;
+      });
+    });
+  });
+})();
+"""
+
 PAGER_SCRIPT = """
 (function () {
   var root = document.getElementById('class-list');
@@ -209,7 +234,18 @@ PAGER_SCRIPT = """
   box.addEventListener('input', function () { page = 0; render(); });
   prev.addEventListener('click', function () { page -= 1; render(); });
   next.addEventListener('click', function () { page += 1; render(); });
+  // a link to #class-N (the per-class table's) opens the page that holds that class
+  function reveal() {
+    var at = items.findIndex(function (el) { return '#' + el.id === location.hash; });
+    if (at < 0) { return; }
+    box.value = '';
+    page = Math.floor(at / per);
+    render();
+    items[at].scrollIntoView();
+  }
+  window.addEventListener('hashchange', reveal);
   render();
+  reveal();
 })();
 """
 
@@ -242,5 +278,5 @@ def page(title: str, nav: Sequence[tuple[str, str]], sections: Iterable[str]) ->
         f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
         f"<header><h1>{esc(title)}</h1></header><nav>{links}</nav><main>"
         + "".join(sections)
-        + f"</main><script>{PAGER_SCRIPT}{SORT_SCRIPT}</script></body></html>\n"
+        + f"</main><script>{PAGER_SCRIPT}{SORT_SCRIPT}{FILTER_SCRIPT}</script></body></html>\n"
     )

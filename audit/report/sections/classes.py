@@ -45,12 +45,9 @@ def _selections(run: RunData) -> Selections:
     why="no selections (criticism stage disabled or not run)",
 )
 def render(ctx: SectionContext) -> list[str] | None:
-    present = sorted(
-        {c for r in ctx.runs for c in r.tables["selections"].column("class").to_pylist()}
-    )
+    present, shown = shown_classes(ctx)
     if not present:
         return None
-    shown = sample(present, ctx.cfg.max_classes, ctx.rng("classes", 0))
     per_run = [(r, _selections(r), ctx.preds(r), _metrics_by_scope(r)) for r in ctx.runs]
     names = ctx.runs[0].classes
     blocks = []
@@ -61,9 +58,8 @@ def render(ctx: SectionContext) -> list[str] | None:
             parts.extend(_run_part(ctx, cls, r, sel.get(cls, []), preds, metrics))
         search = f"{label} {names.ids[cls] if cls < len(names.ids) else cls}".lower()
         blocks.append(
-            f'<div class="cls" data-class="{cls}" data-search="{h.esc(search)}">'
-            + "".join(parts)
-            + "</div>"
+            f'<div class="cls" id="{class_anchor(cls)}" data-class="{cls}" '
+            f'data-search="{h.esc(search)}">' + "".join(parts) + "</div>"
         )
     intro = h.para(
         f"{len(shown)} of {len(present)} classes with selections"
@@ -72,6 +68,21 @@ def render(ctx: SectionContext) -> list[str] | None:
         "class and criticisms atypical ones, each method by its own score (docs/tables.md)."
     )
     return [intro, h.note(SCORE_LEGEND), h.pager(ctx.cfg.classes_per_page, blocks)]
+
+
+def shown_classes(ctx: SectionContext) -> tuple[list[int], list[int]]:
+    """The classes (indices of the first run's model) with selections in some run, and those
+    the section shows: all of them, or a sample of ``cfg.max_classes`` drawn with the report's
+    seed. Other sections link to the shown ones (:func:`class_anchor`)."""
+    present = sorted(
+        {c for r in ctx.runs for c in r.tables["selections"].column("class").to_pylist()}
+    )
+    return present, sample(present, ctx.cfg.max_classes, ctx.rng("classes", 0))
+
+
+def class_anchor(index: int) -> str:
+    """The id of class ``index``'s block (``class-3``); a link to ``#class-3`` opens its page."""
+    return f"class-{int(index)}"
 
 
 SCORE_LEGEND = (

@@ -14,6 +14,7 @@ from audit.human.judgments.common import image_stem
 from audit.notebook import classes_table, per_class_table
 from audit.report import html as h
 from audit.report.data import RunData
+from audit.report.sections.classes import class_anchor, shown_classes
 from audit.report.sections.context import SectionContext
 from audit.report.sections.registry import register_section
 
@@ -67,13 +68,21 @@ def judged_errors(run: RunData, source: str) -> dict[int, float]:
 def render(ctx: SectionContext) -> list[str] | None:
     rows: list[list[Any]] = []
     sources = sorted({name for run in ctx.runs for name in run.judged})
+    _, shown = shown_classes(ctx)
+    linked = set(shown)
+    first = ctx.runs[0].classes.ids
     for run in ctx.runs:
         judged = [judged_errors(run, name) for name in sources]
         for r in per_class(run).to_pylist():
+            index, label = r["index"], run.classes.label(r["index"])
+            same_class = index < len(first) and r["class_id"] == first[index]
+            cell: Any = label
+            if index in linked and same_class:  # its prototypes and criticisms are shown
+                cell = h.Raw(f'<a href="#{class_anchor(index)}">{h.esc(label)}</a>')
             rows.append(
                 [
                     run.title,
-                    run.classes.label(r["index"]),
+                    cell,
                     r["images"],
                     h.pct(r["top1_error"]),
                     h.pct(r["top5_error"]),
@@ -90,7 +99,8 @@ def render(ctx: SectionContext) -> list[str] | None:
     return [
         h.para(
             "Every class with labeled, predicted images. Click a column's heading to sort by it "
-            "(again to reverse). Mean steps to flip counts the images the attack flipped (0: "
+            "(again to reverse); type in the box to keep the rows that contain the text; a "
+            "linked class opens its prototypes and criticisms. Mean steps to flip counts the images the attack flipped (0: "
             "already misclassified); never flipped is the share it did not flip within "
             "attack.max_steps. The same figures in a notebook: audit.open_run(run).per_class()."
             + (
@@ -100,5 +110,5 @@ def render(ctx: SectionContext) -> list[str] | None:
                 else ""
             )
         ),
-        h.table(header, rows, caption="Errors by class", sortable=True),
+        h.table(header, rows, caption="Errors by class", sortable=True, filterable=True),
     ]
