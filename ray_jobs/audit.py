@@ -48,11 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     start_ray(args.address)
     from audit.run import run_audit  # the pipeline: seconds of imports, after the checks
     from audit.run.interrupts import signal_name, stop_on_signals
+    from audit.run.quiet import drop_known_lines
 
     # `audit-cli stop` / `ray job stop` send SIGTERM: the run stops and records itself as
     # interrupted in its manifest instead of staying "running" (audit.run.interrupts).
     try:
-        with stop_on_signals():
+        with stop_on_signals(), drop_known_lines():
             result = run_audit(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -29,20 +29,12 @@ SHARED_DATA = Path(os.environ.get("AUDIT_SHARED_DATA", Path(__file__).resolve().
 AUDIT_CLI = str(Path(sys.executable).parent / "audit-cli")
 """The installed ``audit-cli`` of the venv running the tests."""
 
-KNOWN_LOUD = ("ray-project/ray/issues/53727",)
-"""The one line at WARNING or above a healthy run still prints: Ray Data's own actor line
-(docs/architecture.md, "A model actor that dies")."""
-
 
 def loud_lines(stderr: str) -> list[str]:
     """The lines of a run's stderr at WARNING or above (Python's logging format, and Ray's
-    C++ ``[... W|E|F pid tid]`` one), but for :data:`KNOWN_LOUD`."""
+    C++ ``[... W|E|F pid tid]`` one)."""
     pattern = re.compile(r"\s(WARNING|ERROR|CRITICAL)\s|^\[[^]]* [WEF] \d+ \d+\]")
-    return [
-        line
-        for line in stderr.splitlines()
-        if pattern.search(line) and not any(k in line for k in KNOWN_LOUD)
-    ]
+    return [line for line in stderr.splitlines() if pattern.search(line)]
 
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field")

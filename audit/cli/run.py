@@ -63,12 +63,16 @@ def run(
 
     bars = StageBars(tqdm)
     from audit.run.interrupts import signal_name, stop_on_signals
+    from audit.run.quiet import drop_known_lines
 
     try:
-        with stop_on_signals():
-            result = run_audit(cfg, on_stages=bars.update if progress else None)
+        with stop_on_signals(), drop_known_lines() as terminal:
+            bars.file = terminal  # the bars' last frame is drawn before that stream closes
+            try:
+                result = run_audit(cfg, on_stages=bars.update if progress else None)
+            finally:
+                bars.close()
     except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (audit.run.interrupts.Interrupted)
-        bars.close()
         resume = resume_command(config, overrides, output, str(cfg.output.run_id), address)
         print(
             f"{signal_name(exc)}: run {cfg.output.run_id} stopped, recorded as interrupted; "
@@ -76,8 +80,6 @@ def run(
             file=sys.stderr,
         )
         raise typer.Exit(130) from None
-    finally:
-        bars.close()
     if as_json:
         import json
 
@@ -96,6 +98,7 @@ class StageBars:
     def __init__(self, tqdm: Any) -> None:
         self.tqdm = tqdm
         self.bars: dict[str, Any] = {}
+        self.file: Any = None  # where the bars draw; None: sys.stderr
 
     def update(self, states: list[Any]) -> None:
         for st in states:
@@ -105,9 +108,10 @@ class StageBars:
                     total=st.total,
                     unit="img",
                     desc=f"{st.name:<8}",
-                    file=sys.stderr,
+                    file=self.file or sys.stderr,
                     position=len(self.bars),
                     leave=True,
+                    dynamic_ncols=True,  # tqdm sizes only sys.stderr's bars otherwise
                 )
                 self.bars[st.name] = bar
             if st.total is not None and bar.total != st.total:  # images that failed before it

@@ -178,7 +178,8 @@ def _execute(
             if progress is not None:
                 progress(ledger.done, ledger.total)
 
-        data_stats = graph.stream(plan, ledger.committed, on_batch, progress is None)
+        own_bars = progress is not None or on_stages is not None  # the caller draws its own
+        data_stats = graph.stream(plan, ledger.committed, on_batch, not own_bars)
         metrics = finalize(plan, store, ledger, manifest, counters)
     except BaseException as exc:
         if not isinstance(exc, LeaseLostError):  # the manifest is the other driver's now
