@@ -157,8 +157,8 @@ def test_report_of_50000_images_stays_within_bound(tmp_path: Path) -> None:
     size = Path(url.removeprefix("file://")).stat().st_size
     # what the defaults show: 24 misclassified, 12 adversarial examples x (image, 2 LIME
     # attention images, adversarial), 6 paths x (image + 8 frames), 50 classes x 4 methods
-    # x 6 selections, and the histogram
-    expected = cfg.examples + cfg.adversarial_examples * 4 + cfg.paths * 9 + 50 * 4 * 6 + 1
+    # x 6 selections, the histogram and the reliability diagram
+    expected = cfg.examples + cfg.adversarial_examples * 4 + cfg.paths * 9 + 50 * 4 * 6 + 2
     assert report.images == expected and report.refused_images == 0
     # the stated bound (docs/report.md): base64 images plus at most 1 KB of text per image
     # plus 300 KB of tables

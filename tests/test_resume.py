@@ -396,7 +396,9 @@ def test_a_worker_node_lost_mid_run(tmp_path: Path, reference: str, demo_cache: 
         if first == 0:
             print("the run survived the node loss")
             assert after["state"] == "succeeded"
-            assert stopped["node"] in after["execution"]["nodes"]
+            # The stopped node is not always among execution.nodes: the nodes of the batches
+            # the driver received. Batches done there whose blocks died with the node are done
+            # again elsewhere. The marker, written by the actor, says it ran there.
         else:
             print(f"the run failed after the node loss: {after.get('error')}")
             assert after["state"] == "failed", log[-3000:]
