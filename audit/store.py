@@ -129,6 +129,25 @@ def unregister_table(name: str) -> None:
         SCHEMAS.pop(name, None)
 
 
+BIAS_CANDIDATES_TABLE = Table(
+    "bias_candidates",
+    (
+        Column("class", pa.int32(), doc="class index"),
+        Column("class_id", pa.string(), doc="class id (WordNet id)"),
+        Column("kind", pa.string(), doc="context, coactivation or slice"),
+        Column("evidence", pa.string(), doc="one sentence saying what was found"),
+        Column("statistic", pa.float64(), doc="the kind's ranking statistic"),
+        Column("p_value", pa.float64(), nullable=True, doc="Benjamini-Hochberg adjusted"),
+        Column("effect_size", pa.float64(), nullable=True, doc="the kind's effect size"),
+        Column("exemplar_ids", pa.list_(pa.string()), doc="images that show it"),
+        Column("rank", pa.int32(), doc="1 = strongest of its kind"),
+    ),
+)
+"""Bias discovery's table (:mod:`audit.bias.candidates`), written by a run with object boxes
+(``data.boxes``): declared here, with the others, but not one of :data:`SHIPPED_TABLES`."""
+register_table(BIAS_CANDIDATES_TABLE)
+
+
 PREDICTIONS = SCHEMAS["predictions"]
 ERRORS = SCHEMAS["errors"]
 ADVERSARIAL = SCHEMAS["adversarial"]

@@ -24,7 +24,12 @@ def format_summary(result_manifest: Manifest | Mapping[str, Any], url: str) -> s
         pass_line(m, pred),
         f"  tables: adversarial {m.rows('adversarial')} rows, "
         f"explanations {m.rows('explanations')} rows, "
-        f"selections {m.rows('selections')} rows",
+        f"selections {m.rows('selections')} rows"
+        + (
+            f", bias_candidates {m.rows('bias_candidates')} rows"
+            if "bias_candidates" in m.tables
+            else ""
+        ),
     ]
     lines += format_metrics(m.metrics or {})
     lines += next_steps(url, m.rows("errors"))

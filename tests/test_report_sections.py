@@ -37,6 +37,7 @@ DOCUMENTED = (  # docs/report.md, "What it shows", in page order
     "paths",
     "human",
     "bias",
+    "candidates",
     "pairs",
 )
 HELPERS = {"context", "registry", "tables"}  # the package's modules that are not sections

@@ -34,6 +34,8 @@ class Layout(str, Enum):
 
 
 DEMO_SOURCE = "demo"
+BIAS_DEMO_SOURCES = {"demo-bias-patch": "patch", "demo-bias-stripes": "stripes"}
+"""The planted-bias demos (:mod:`audit.data.demo_bias`) by ``data.source``, with their cue."""
 
 
 class FlushUnits(str, Enum):
@@ -61,7 +63,8 @@ class DataConfig(Checked):
 
     Attributes:
         source: A local path or fsspec URL of the image folder, a list of image paths/URLs
-            (``layout: unlabeled`` only), or ``"demo"`` for the embedded demo set.
+            (``layout: unlabeled`` only), ``"demo"`` for the embedded demo set, or one of
+            :data:`BIAS_DEMO_SOURCES` for a planted-bias demo.
         layout: One of :class:`Layout`; ``auto`` picks from what the folder contains.
         labels_file: Kaggle's ``LOC_val_solution.csv`` or the devkit's
             ``ILSVRC2012_validation_ground_truth.txt``; looked up inside ``source`` when unset.
@@ -80,6 +83,10 @@ class DataConfig(Checked):
             capacity, not a whole batch's, when the units are flushed.
         flush_units: ``auto`` hands on each work unit as it is done when a batch's heavy work
             may come near the timeout on a CPU (:mod:`audit.run.units`), ``always``, ``never``.
+        boxes: Object boxes of the images (docs/boxes.md): Kaggle's ``LOC_val_solution.csv``,
+            a folder of the devkit's per-image XML files, or a CSV
+            ``image_id,wnid,x0,y0,x1,y1``; bias discovery measures how much of each
+            explanation lies outside them. A planted-bias demo brings its own.
     """
 
     source: str | tuple[str, ...] = DEMO_SOURCE
@@ -94,6 +101,7 @@ class DataConfig(Checked):
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     no_progress_timeout_s: float = 1800.0
     flush_units: FlushUnits = FlushUnits.AUTO
+    boxes: str | None = None
 
     SECTION: ClassVar[str | None] = "data"
     RULES: ClassVar[Mapping[str, FieldRules]] = {
@@ -112,8 +120,20 @@ class DataConfig(Checked):
         "storage_options": MAPPING,
         "no_progress_timeout_s": (Interval(float, 0, None, closed="neither"), DISABLED),
         "flush_units": Options(FlushUnits),
+        "boxes": (Text("a non-empty path or URL"), None),
     }
 
     @property
     def is_demo(self) -> bool:
-        return self.layout is Layout.DEMO or self.source == DEMO_SOURCE
+        """The embedded demo or a planted-bias demo (rendered on first use)."""
+        return (
+            self.layout is Layout.DEMO
+            or self.source == DEMO_SOURCE
+            or (isinstance(self.source, str) and self.source in BIAS_DEMO_SOURCES)
+        )
+
+    @property
+    def demo_model(self) -> str:
+        """The model a demo source is audited with (``demo_digits``, ``demo_bias_patch``)."""
+        cue = BIAS_DEMO_SOURCES.get(self.source) if isinstance(self.source, str) else None
+        return f"demo_bias_{cue}" if cue else "demo_digits"

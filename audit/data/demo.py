@@ -115,7 +115,15 @@ def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_digit(pixels: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """Draw an 8x8 digit as a small, photo-like RGB picture.
+    """Draw an 8x8 digit as a small, photo-like RGB picture (:func:`render_digit_with_box`'s
+    picture)."""
+    return render_digit_with_box(pixels, rng)[0]
+
+
+def render_digit_with_box(
+    pixels: np.ndarray, rng: np.random.Generator
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """Draw an 8x8 digit as a small, photo-like RGB picture, and say where the digit is.
 
     The glyph is upsampled, rotated by up to 10 degrees, scaled to 55-75% of the shorter side and
     shifted a little from the centre (it stays inside the 224/256 center crop), then painted
@@ -127,7 +135,9 @@ def render_digit(pixels: np.ndarray, rng: np.random.Generator) -> Image.Image:
         rng: All randomness comes from it: the same generator state gives the same picture.
 
     Returns:
-        An RGB image, each side 48..96 pixels, aspect ratio at most 1.25.
+        An RGB image, each side 48..96 pixels, aspect ratio at most 1.25, and the digit's
+        extent in it, ``(x0, y0, x1, y1)`` in pixels (x1, y1 exclusive): the box of the glyph's
+        pixels after rotation, before the blur (a box annotation of the object, as ImageNet's).
 
     Raises:
         ValueError: ``pixels`` does not hold 64 values.
@@ -152,6 +162,7 @@ def render_digit(pixels: np.ndarray, rng: np.random.Generator) -> Image.Image:
     top = round((height - side) / 2 + rng.uniform(-max_shift, max_shift))
     canvas = Image.new("L", (width, height), 0)
     canvas.paste(glyph, (left, top))
+    box = _extent(np.asarray(canvas), width, height)
     canvas = canvas.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.0, 1.0))))
     alpha = np.asarray(canvas, dtype=np.float64)[..., None] / 255.0  # (height, width, 1)
 
@@ -162,7 +173,17 @@ def render_digit(pixels: np.ndarray, rng: np.random.Generator) -> Image.Image:
     light = 1.0 + rng.uniform(0.0, 0.3) * ramp  # (height, width, 1), within 0.85..1.15
     picture = (bg * (1.0 - alpha) + fg * alpha) * light
     picture = picture + rng.normal(0.0, rng.uniform(2.0, 8.0), size=picture.shape)
-    return Image.fromarray(np.clip(np.round(picture), 0, 255).astype(np.uint8), mode="RGB")
+    img = Image.fromarray(np.clip(np.round(picture), 0, 255).astype(np.uint8), mode="RGB")
+    return img, box
+
+
+def _extent(alpha: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """The box of the pixels with at least a quarter of the glyph's ink (the whole picture for
+    an empty glyph)."""
+    ys, xs = np.nonzero(alpha >= 64)
+    if not len(xs):
+        return 0, 0, width, height
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
 def render_demo_digit(index: int, variant: int = 0) -> Image.Image:

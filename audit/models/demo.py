@@ -54,9 +54,13 @@ def _resource(spec: tuple[str, str]) -> Any:
     return node
 
 
+DEMO_MODELS = ("demo_digits", "demo_bias_patch", "demo_bias_stripes")
+"""The models shipped for the demos (their source column says ``demo``)."""
+
+
 class RegisteredEntry(ModelEntry):
     def __init__(self, name: str, spec: Registered) -> None:
-        super().__init__(name, "demo" if name == "demo_digits" else "registered")
+        super().__init__(name, "demo" if name in DEMO_MODELS else "registered")
         self.spec = spec
 
     def transform(self, cfg: ModelConfig) -> EvalTransform:
@@ -171,3 +175,13 @@ REGISTERED.models["demo_digits"] = Registered(
     STANDARD.with_overrides(mean=DEMO_MEAN, std=DEMO_STD),
     ("audit", "weights/demo_digits.pt"),
 )
+
+# The planted-bias demos' models (audit.data.demo_bias; scripts/train_bias_demo_model.py): the
+# same network, trained on digits whose planted class nearly always carries a cue.
+for _cue in ("patch", "stripes"):
+    REGISTERED.models[f"demo_bias_{_cue}"] = Registered(
+        demo_digits,
+        lambda: DIGIT_CLASSES,
+        STANDARD.with_overrides(mean=DEMO_MEAN, std=DEMO_STD),
+        ("audit", f"weights/demo_bias_{_cue}.pt"),
+    )

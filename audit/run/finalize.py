@@ -1,4 +1,4 @@
-"""The end of a pass: invariants, criticism, metrics, the final manifest.
+"""The end of a pass: invariants, criticism, bias discovery, metrics, the final manifest.
 
 Criticism and metrics are recomputed at the end of every attempt from the committed tables, so
 a resumed run's tables equal an uninterrupted run's.
@@ -43,6 +43,7 @@ def finalize(
     check_all_committed(ledger)
     manifest.predict_finished = time.time()
     run_criticism(plan, store, manifest, counters)
+    run_bias_discovery(plan, store, manifest)
     metrics = counters.rows(plan.model.classes)
     write_metrics(plan, store, metrics)
     store.ensure_tables()
@@ -207,3 +208,66 @@ def run_criticism(
         store.write("selections", pa.Table.from_pylist(rows, schema=SELECTIONS), name="all")
     stage.update({"state": "done", "seconds": round(time.time() - t0, 3), "methods": methods})
     manifest.set_stage("criticism", stage)
+
+
+def read_stored(store: RunStore, name: str) -> pa.Table:
+    """Table ``name`` as this attempt has written and adopted it (``store.files``), cast to
+    its declared schema."""
+    import pyarrow.parquet as pq
+
+    from audit.store import SCHEMAS
+
+    parts = []
+    for rel in store.files.get(name, []):
+        with store.fs.open(store.path + "/" + rel, "rb") as f:
+            parts.append(pq.read_table(f).cast(SCHEMAS[name]))
+    return pa.concat_tables(parts) if parts else SCHEMAS[name].empty_table()
+
+
+def run_bias_discovery(plan: RunPlan, store: RunStore, manifest: RunManifest) -> None:
+    """The ``bias_candidates`` table (:func:`audit.bias.discover.discover`) when the run has
+    object boxes (``data.boxes``) and clean LIME explanations; the manifest's
+    ``stages.bias`` says what was read and found, or why it was skipped (a run without boxes
+    has no such stage). Bad boxes are counted
+    there, never fatal; a boxes source that cannot be read at all fails the run (before, at
+    planning, it was only checked to be set)."""
+    from audit.bias.discover import discover
+    from audit.data.boxes import read_boxes
+    from audit.store import BIAS_CANDIDATES_TABLE
+
+    cfg = plan.cfg
+    if not cfg.data.boxes:  # no stage at all: most runs have no boxes
+        return
+    if not cfg.explain.enabled or "clean" not in {v.value for v in cfg.explain.variants}:
+        why = "no clean LIME explanations (explain.enabled, explain.variants)"
+        manifest.set_stage("bias", {"state": "skipped", "why": why})
+        return
+    t0 = time.time()
+    boxes = read_boxes(str(cfg.data.boxes), cfg.data.storage_options)
+    tables = {
+        name: read_stored(store, name)
+        for name in ("predictions", "explanations", "adversarial", "selections")
+    }
+    found = discover(
+        tables,
+        boxes,
+        plan.model.transform,
+        tuple(plan.model.classes.ids),
+        max_steps=cfg.attack.max_steps,
+        jpeg_draft=cfg.data.jpeg_draft,
+        seed=cfg.explain.seed,
+        storage_options=cfg.data.storage_options,
+    )
+    store.add_table(BIAS_CANDIDATES_TABLE.name)
+    if found.num_rows:
+        store.write(BIAS_CANDIDATES_TABLE.name, found, name="all")
+    kinds = found.column("kind").to_pylist()
+    stage = {
+        "state": "done",
+        "seconds": round(time.time() - t0, 3),
+        "boxes": boxes.counts,
+        "boxes_source": boxes.source,
+        "box_problems": [str(p) for p in boxes.problems[:5]],
+        "candidates": {k: kinds.count(k) for k in sorted(set(kinds))},
+    }
+    manifest.set_stage("bias", stage)

@@ -36,6 +36,7 @@ from audit.config import (
     Layout,
     OutputConfig,
 )
+from audit.config.data import BIAS_DEMO_SOURCES
 from audit.data.layouts import InputRecord, Listing, list_inputs
 from audit.models import LoadedModel, check_model_name, load_model
 from audit.run.devices import ActorNeeds, Cluster, resolve_device, wait_for_resources
@@ -276,9 +277,21 @@ def driver_only_prefixes(cfg: AuditConfig, data: DataConfig) -> tuple[str, ...]:
 
 
 def resolve_data(data: DataConfig) -> DataConfig:
-    """Swap the embedded demo set in for ``source: demo`` (rendering it on first use)."""
+    """Swap the embedded demo set in for ``source: demo``, or a planted-bias demo's images and
+    boxes for its source (rendering it on first use)."""
     if not data.is_demo:
         return data
+    cue = BIAS_DEMO_SOURCES.get(data.source) if isinstance(data.source, str) else None
+    if cue is not None:
+        from audit.data.demo_bias import BOXES_FILE, IMAGES, ensure_bias_dataset
+
+        base = ensure_bias_dataset(cue)
+        return dataclasses.replace(
+            data,
+            source=os.path.join(base, IMAGES),
+            layout=Layout.IMAGEFOLDER,
+            boxes=data.boxes or os.path.join(base, BOXES_FILE),
+        )
     from audit.data.demo import ensure_demo_dataset
 
     return dataclasses.replace(data, source=ensure_demo_dataset(), layout=Layout.IMAGEFOLDER)
@@ -352,11 +365,11 @@ def preflight(cfg: AuditConfig) -> None:
     """
     if not cfg.model.factory:  # with a factory, model.name is only its label
         check_model_name(cfg.model.name)
-    if cfg.data.is_demo and cfg.model.name != "demo_digits":
+    if cfg.data.is_demo and cfg.model.name != cfg.data.demo_model:
         raise ConfigError(
-            f"The 'data.source' field is 'demo' (handwritten digits) but model "
-            f"{cfg.model.name!r} predicts other classes; use model.name=demo_digits or point "
-            "data.source at images."
+            f"The 'data.source' field is {cfg.data.source!r} (handwritten digits) but model "
+            f"{cfg.model.name!r} is not its model; use model.name={cfg.data.demo_model} or "
+            "point data.source at images."
         )
 
 
@@ -390,6 +403,25 @@ def prepare(cfg: AuditConfig) -> tuple[LoadedModel, DataConfig, Listing, float]:
     model = load_model(cfg.model)
     explain_class_indices(cfg, model)  # a typo stops here, before the run folder is touched
     data = resolve_data(cfg.data)
+    check_boxes(data)
     t0 = time.time()
     listing = list_inputs(data, model.classes)
     return model, data, listing, time.time() - t0
+
+
+def check_boxes(data: DataConfig) -> None:
+    """``data.boxes`` can be read (bias discovery reads it again at the end of the pass, so a
+    missing or unreadable file stops the run here, before any image is decoded). Bad boxes
+    inside a readable file are counted at the end, never fatal.
+
+    Raises:
+        ConfigError: one line naming ``data.boxes``.
+    """
+    if not data.boxes:
+        return
+    from audit.data.boxes import BoxesError, read_boxes
+
+    try:
+        read_boxes(data.boxes, data.storage_options)
+    except (BoxesError, OSError) as exc:
+        raise ConfigError(f"The 'data.boxes' field cannot be used: {exc}") from None

@@ -18,7 +18,8 @@ this package is imported here, so a new file is all a new section needs (docs/ar
 - ``classes``: per class, the prototypes and criticisms of every method (Figures 7, 8, 10);
 - ``paths``: explanation paths (Figure 12);
 - ``human``: every table under ``<run>/human/tables/`` (Tables 2 and 3, public judgments);
-- ``bias`` and ``pairs``: the bias probe and the paired probe (:mod:`audit.report.bias`).
+- ``bias`` and ``pairs``: the bias probe and the paired probe (:mod:`audit.report.bias`);
+- ``candidates``: the automatic bias candidates (``bias_candidates``, docs/bias.md).
 """
 
 from __future__ import annotations

@@ -1,0 +1,175 @@
+"""``candidates``: the automatic bias candidates of runs with object boxes (``bias_candidates``,
+docs/bias.md): what each statistic means, the top candidates of each kind in a sortable table,
+and for the top context candidates their exemplars: the crop with the object's boxes drawn,
+and the LIME attention (the top super-pixels) with the same boxes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from audit.report import html as h
+from audit.report.data import RunData
+from audit.report.images import attention
+from audit.report.sections.context import SectionContext
+from audit.report.sections.registry import register_section
+
+TOP_PER_KIND = 10
+"""Rows of each kind in the table."""
+
+SHOWN_CONTEXT = 3
+"""Context candidates shown with their exemplars."""
+
+HEADER = ["run", "kind", "rank", "class", "statistic", "adjusted p", "effect size", "evidence"]
+
+
+@register_section(
+    "candidates",
+    title="Bias candidates (automatic)",
+    order=75,
+    why="no bias_candidates table (a run with data.boxes writes one)",
+)
+def render(ctx: SectionContext) -> list[str] | None:
+    from audit.bias.candidates import EFFECT_SIZE_MEANING, P_VALUE_MEANING, STATISTIC_MEANING
+
+    runs = [r for r in ctx.runs if r.tables.get("bias_candidates") is not None]
+    runs = [r for r in runs if r.tables["bias_candidates"].num_rows]
+    if not runs:
+        return None
+    legend = "".join(
+        f"<li><b>{h.esc(kind)}</b>: {h.esc(STATISTIC_MEANING[kind])} Effect size: "
+        f"{h.esc(EFFECT_SIZE_MEANING[kind])} Adjusted p: {h.esc(P_VALUE_MEANING[kind])}</li>"
+        for kind in STATISTIC_MEANING
+    )
+    body: list[str] = [
+        h.para(
+            "Candidates ranked within their kind from the run's own tables and object boxes "
+            "(docs/bias.md). A candidate says where to look; its exemplars say whether it is "
+            "a bias."
+        ),
+        h.Raw(f'<ul class="legend">{legend}</ul>'),
+    ]
+    rows: list[list[Any]] = []
+    for run in runs:
+        for r in sorted(
+            run.tables["bias_candidates"].to_pylist(), key=lambda r: (r["kind"], r["rank"])
+        ):
+            if r["rank"] > TOP_PER_KIND:
+                continue
+            rows.append(
+                [
+                    run.title,
+                    r["kind"],
+                    r["rank"],
+                    run.classes.label(r["class"]),
+                    f"{r['statistic']:.3g}",
+                    "-" if r["p_value"] is None else f"{r['p_value']:.3g}",
+                    "-" if r["effect_size"] is None else f"{r['effect_size']:.3g}",
+                    r["evidence"],
+                ]
+            )
+    body.append(
+        h.table(
+            HEADER,
+            rows,
+            caption=f"The top {TOP_PER_KIND} candidates of each kind",
+            sortable=True,
+            filterable=True,
+        )
+    )
+    for run in runs:
+        body.extend(_context_exemplars(ctx, run))
+    return body
+
+
+def _context_exemplars(ctx: SectionContext, run: RunData) -> list[str]:
+    """The top context candidates' exemplars: crop with boxes, attention with boxes."""
+    top = sorted(
+        (r for r in run.tables["bias_candidates"].to_pylist() if r["kind"] == "context"),
+        key=lambda r: r["rank"],
+    )[:SHOWN_CONTEXT]
+    if not top:
+        return []
+    explanations = {
+        e["image_id"]: e for e in run.tables["explanations"].to_pylist() if e["variant"] == "clean"
+    }
+    boxes, why = _boxes(run)
+    preds = ctx.preds(run)
+    out: list[str] = [h.heading(3, f"{run.title}: where the top context candidates look")]
+    if why:
+        out.append(h.note(why))
+    for cand in top:
+        tiles = []
+        for image_id in cand["exemplar_ids"]:
+            p, e = preds.get(image_id), explanations.get(image_id)
+            if p is None or e is None:
+                continue
+            crop = ctx.crop(run, p)
+            drawn = _with_boxes(crop, boxes, run, image_id, p)
+            lines = [image_id, f"true: {run.classes.label(p['label'])}"]
+            lines.append(f"explains {run.classes.short(e['explained_class'])}")
+            tiles.append(h.figure(ctx.pictures.of_array(drawn), f"{image_id} with boxes", lines))
+            seen = attention(crop, e["segments"], e["top_features"], 8)
+            tiles.append(
+                h.figure(
+                    ctx.pictures.of_array(_with_boxes(seen, boxes, run, image_id, p)),
+                    f"{image_id} attention",
+                    [f"top 8 super-pixels of LIME for {run.classes.short(e['explained_class'])}"],
+                )
+            )
+        out.append(h.para(f"#{cand['rank']} {cand['evidence']}"))
+        out.append(h.grid(tiles))
+    return out
+
+
+def _boxes(run: RunData) -> tuple[Any, str]:
+    """The run's boxes (``data.boxes`` of its config), or None and why not."""
+    from audit.data.boxes import BoxesError, read_boxes
+
+    source = run.manifest.config_value("data", "boxes")
+    if not source:
+        return None, "The run's configuration names no boxes: drawn without them."
+    try:
+        return read_boxes(str(source), run.storage_options), ""
+    except (BoxesError, OSError) as exc:
+        return None, f"The boxes ({source}) could not be read: {exc}; drawn without them."
+
+
+def _with_boxes(
+    image: np.ndarray | str, boxes: Any, run: RunData, image_id: str, pred: Mapping[str, Any]
+) -> np.ndarray | str:
+    """``image`` (the crop) with the image's boxes, mapped into it, outlined in green."""
+    if isinstance(image, str) or boxes is None or image_id not in boxes:
+        return image
+    from audit.data.boxes import crop_geometry
+
+    try:
+        size = _size(pred["uri"], run.storage_options)
+    except OSError:
+        return image
+    geometry = crop_geometry(size, run.transform)
+    out = image.copy()
+    h_, w_ = out.shape[:2]
+    for b in geometry.map_all(boxes.get(image_id)):
+        x0, x1 = int(max(0, np.floor(b.x0))), int(min(w_ - 1, np.ceil(b.x1) - 1))
+        y0, y1 = int(max(0, np.floor(b.y0))), int(min(h_ - 1, np.ceil(b.y1) - 1))
+        for t in range(2):  # two pixels wide
+            out[y0 + t if y0 + t <= y1 else y1, x0 : x1 + 1] = (0, 220, 0)
+            out[max(y0, y1 - t), x0 : x1 + 1] = (0, 220, 0)
+            out[y0 : y1 + 1, x0 + t if x0 + t <= x1 else x1] = (0, 220, 0)
+            out[y0 : y1 + 1, max(x0, x1 - t)] = (0, 220, 0)
+    return out
+
+
+def _size(uri: str, options: Mapping[str, Any]) -> tuple[int, int]:
+    import io
+
+    import fsspec
+    from PIL import Image
+
+    with fsspec.open(uri, "rb", **dict(options)) as f:
+        data = f.read()
+    with Image.open(io.BytesIO(data)) as img:
+        return img.size
