@@ -131,9 +131,11 @@ def test_the_report_shows_the_candidates(bias_runs: dict[str, Path], tmp_path: P
     from audit.report.data import load_run
 
     runs = [load_run(str(bias_runs[c])) for c in ("patch", "stripes")]
-    report = build_report(runs, ReportConfig(examples=4, max_classes=2))
+    report = build_report(runs, ReportConfig(examples=4, max_classes=10))
     assert "candidates" in report.sections
     section = dom(report.html).one("section", id="candidates")
+    # the top context class links to its prototypes and criticisms (first run's classes)
+    assert next(a.attrs["href"] for a in section.all("a")) == "#class-3"
     rows = table_rows(section.all("table")[0])
     want = [
         (r.title, k["kind"], str(k["rank"]))

@@ -205,7 +205,7 @@ def test_models_command_filters_and_shows_transforms() -> None:
         *["resize", "342", "(shorter", "side,", "bilinear),", "centre", "crop", "299x299"],
     ]
     listed = json.loads(CliRunner().invoke(app, ["models", "--json", "--source", "demo"]).stdout)
-    assert [r["name"] for r in listed] == ["demo_digits"]
+    assert [r["name"] for r in listed] == ["demo_bias_patch", "demo_bias_stripes", "demo_digits"]
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)

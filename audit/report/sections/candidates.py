@@ -1,7 +1,8 @@
 """``candidates``: the automatic bias candidates of runs with object boxes (``bias_candidates``,
 docs/bias.md): what each statistic means, the top candidates of each kind in a sortable table,
-and for the top context candidates their exemplars: the crop with the object's boxes drawn,
-and the LIME attention (the top super-pixels) with the same boxes."""
+and for the top context candidates their exemplars (the crop with the object's boxes drawn,
+and the LIME attention, the top super-pixels, with the same boxes), the classes co-activated
+in the class's images, and a link to its prototypes and criticisms."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from audit.report import html as h
 from audit.report.data import RunData
 from audit.report.images import attention
+from audit.report.sections.classes import class_anchor, shown_classes
 from audit.report.sections.context import SectionContext
 from audit.report.sections.registry import register_section
 
@@ -97,6 +99,11 @@ def _context_exemplars(ctx: SectionContext, run: RunData) -> list[str]:
     }
     boxes, why = _boxes(run)
     preds = ctx.preds(run)
+    _, shown_list = shown_classes(ctx)
+    shown = set(shown_list) if run is ctx.runs[0] else set()  # the classes section's indices
+    coactivated = [
+        r for r in run.tables["bias_candidates"].to_pylist() if r["kind"] == "coactivation"
+    ]
     out: list[str] = [h.heading(3, f"{run.title}: where the top context candidates look")]
     if why:
         out.append(h.note(why))
@@ -120,6 +127,19 @@ def _context_exemplars(ctx: SectionContext, run: RunData) -> list[str]:
                 )
             )
         out.append(h.para(f"#{cand['rank']} {cand['evidence']}"))
+        links = []
+        if cand["class"] in shown:
+            anchor = class_anchor(cand["class"])
+            links.append(f'<a href="#{anchor}">its prototypes and criticisms</a>')
+        co = [
+            r["evidence"]
+            for r in coactivated
+            if r["class"] == cand["class"] and r["rank"] <= TOP_PER_KIND * 5
+        ][:3]
+        if links:
+            out.append(h.Raw(f"<p>See {''.join(links)}.</p>"))
+        if co:
+            out.append(h.para("Co-activated: " + " ".join(co)))
         out.append(h.grid(tiles))
     return out
 
