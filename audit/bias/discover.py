@@ -85,7 +85,7 @@ def explanation_context(
         label = p["label"]
         wnid = class_ids[label] if label is not None and 0 <= label < len(class_ids) else None
         chosen = tuple(b for b in own if b.wnid == wnid) or own
-        size, is_jpeg = _image_size(p["uri"], opts)
+        size, is_jpeg = image_header(p["uri"], opts)
         scale = jpeg_draft_scale(size, transform) if jpeg_draft and is_jpeg else 1
         geometry = crop_geometry(size, transform, draft_scale=scale)
         seg = decode_segments(e["segments"])
@@ -104,8 +104,9 @@ def explanation_context(
     return out
 
 
-def _image_size(uri: str, options: Mapping[str, Any]) -> tuple[tuple[int, int], bool]:
-    """``(width, height)`` from the file's header, and whether it is a JPEG."""
+def image_header(uri: str, options: Mapping[str, Any]) -> tuple[tuple[int, int], bool]:
+    """``(width, height)`` of the image at ``uri`` from its header, and whether it is a JPEG
+    (whose decode may have used draft mode)."""
     with fsspec.open(uri, "rb", **options) as f:
         head = f.read()
     with Image.open(io.BytesIO(head)) as img:

@@ -160,36 +160,29 @@ def _boxes(run: RunData) -> tuple[Any, str]:
 def _with_boxes(
     image: np.ndarray | str, boxes: Any, run: RunData, image_id: str, pred: Mapping[str, Any]
 ) -> np.ndarray | str:
-    """``image`` (the crop) with the image's boxes, mapped into it, outlined in green."""
+    """``image`` (the crop) with the image's boxes, mapped into it as the run decoded it,
+    outlined in green."""
     if isinstance(image, str) or boxes is None or image_id not in boxes:
         return image
-    from audit.data.boxes import crop_geometry
+    from PIL import Image, ImageDraw
+
+    from audit.bias.discover import image_header
+    from audit.data.boxes import crop_geometry, jpeg_draft_scale
 
     try:
-        size = _size(pred["uri"], run.storage_options)
+        size, is_jpeg = image_header(pred["uri"], run.storage_options)
     except OSError:
         return image
-    geometry = crop_geometry(size, run.transform)
-    out = image.copy()
-    h_, w_ = out.shape[:2]
+    scale = jpeg_draft_scale(size, run.transform) if run.jpeg_draft and is_jpeg else 1
+    geometry = crop_geometry(size, run.transform, draft_scale=scale)
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
     for b in geometry.map_all(boxes.get(image_id)):
-        x0, x1 = int(max(0, np.floor(b.x0))), int(min(w_ - 1, np.ceil(b.x1) - 1))
-        y0, y1 = int(max(0, np.floor(b.y0))), int(min(h_ - 1, np.ceil(b.y1) - 1))
-        for t in range(2):  # two pixels wide
-            out[y0 + t if y0 + t <= y1 else y1, x0 : x1 + 1] = (0, 220, 0)
-            out[max(y0, y1 - t), x0 : x1 + 1] = (0, 220, 0)
-            out[y0 : y1 + 1, x0 + t if x0 + t <= x1 else x1] = (0, 220, 0)
-            out[y0 : y1 + 1, max(x0, x1 - t)] = (0, 220, 0)
-    return out
-
-
-def _size(uri: str, options: Mapping[str, Any]) -> tuple[int, int]:
-    import io
-
-    import fsspec
-    from PIL import Image
-
-    with fsspec.open(uri, "rb", **dict(options)) as f:
-        data = f.read()
-    with Image.open(io.BytesIO(data)) as img:
-        return img.size
+        corners = (
+            int(b.x0),
+            int(b.y0),
+            max(int(b.x0), int(np.ceil(b.x1)) - 1),
+            max(int(b.y0), int(np.ceil(b.y1)) - 1),
+        )
+        draw.rectangle(corners, outline=(0, 220, 0), width=2)
+    return np.asarray(picture)
