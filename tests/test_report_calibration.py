@@ -20,16 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import audit
+from audit.calibration import BINS, bin_index, calibration
 from audit.report.build import build_report
 from audit.report.config import ReportConfig
 from audit.report.data import RunData, load_run
-from audit.report.sections.calibration import (
-    BINS,
-    ECE_LEGEND,
-    bin_index,
-    calibration,
-    run_calibration,
-)
+from audit.report.sections.calibration import ECE_LEGEND, run_calibration
 
 # ---------------------------------------------------------------- the reference
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -154,59 +155,43 @@ def discover(
 
 
 def _coactivation(tables: Mapping[str, pa.Table], class_ids: tuple[str, ...]) -> list[Candidate]:
-    sel = tables["selections"]
-    if not sel.num_rows:
+    """Per class, two comparisons: its criticisms against its prototypes (of the first of
+    :data:`SELECTION_METHODS` the run has), and its misclassified against its correctly
+    classified images (at least two mistakes)."""
+    cols = ["image_id", "label", "correct_top1", "top5_classes", "top5_probs"]
+    preds = tables["predictions"].select(cols).to_pylist()
+    if not preds:
         return []
-    present = set(sel.column("method").to_pylist())
-    method = next((m for m in SELECTION_METHODS if m in present), sorted(present)[0])
-    preds = tables["predictions"].select(["image_id", "top5_classes", "top5_probs"]).to_pylist()
     row_of = {p["image_id"]: i for i, p in enumerate(preds)}
     scores = scores_from_top5(
         [p["top5_classes"] or [] for p in preds],
         [p["top5_probs"] or [] for p in preds],
         len(class_ids),
     )
+    # (class, group) -> rows of ``preds``, every group filled in one pass
+    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for i, p in enumerate(preds):
+        if p["label"] is not None and p["correct_top1"] is not None:
+            groups[(p["label"], "right" if p["correct_top1"] else "wrong")].append(i)
+    sel = tables["selections"]
+    present = set(sel.column("method").to_pylist())
+    method = next((m for m in SELECTION_METHODS if m in present), min(present, default=None))
+    for r in sel.to_pylist():
+        if r["method"] == method and r["image_id"] in row_of:
+            groups[(r["class"], r["role"])].append(row_of[r["image_id"]])
+    comparisons = (
+        ("criticism", "prototype", f"{method} criticisms", f"{method} prototypes", 1),
+        ("wrong", "right", "misclassified images", "correctly classified images", 2),
+    )
     ids = [p["image_id"] for p in preds]
     results = []
-    chosen = [r for r in sel.to_pylist() if r["method"] == method]
-    for c in sorted({r["class"] for r in chosen}):
-        crit = [
-            row_of[r["image_id"]]
-            for r in chosen
-            if r["class"] == c and r["role"] == "criticism" and r["image_id"] in row_of
-        ]
-        proto = [
-            row_of[r["image_id"]]
-            for r in chosen
-            if r["class"] == c and r["role"] == "prototype" and r["image_id"] in row_of
-        ]
-        if not crit or not proto or set(crit) & set(proto):
-            continue
-        results.append(
-            coactivation(
-                scores,
-                crit,
-                proto,
-                label=c,
-                names=(f"{method} criticisms", f"{method} prototypes"),
-                image_ids=ids,
-            )
-        )
-    # errors against correct images of each class: what a class's mistakes have in common
-    labels = tables["predictions"].select(["label", "correct_top1"]).to_pylist()
-    for c in sorted({r["label"] for r in labels if r["label"] is not None}):
-        wrong = [i for i, r in enumerate(labels) if r["label"] == c and r["correct_top1"] is False]
-        right = [i for i, r in enumerate(labels) if r["label"] == c and r["correct_top1"]]
-        if len(wrong) >= 2 and right:
+    for a, b, name_a, name_b, least in comparisons:
+        for c in sorted({c for c, g in groups if g == a}):
+            rows_a, rows_b = groups[(c, a)], groups.get((c, b), [])
+            if len(rows_a) < least or not rows_b or set(rows_a) & set(rows_b):
+                continue
             results.append(
-                coactivation(
-                    scores,
-                    wrong,
-                    right,
-                    label=c,
-                    names=("misclassified images", "correctly classified images"),
-                    image_ids=ids,
-                )
+                coactivation(scores, rows_a, rows_b, label=c, names=(name_a, name_b), image_ids=ids)
             )
     return coactivation_rows(results, class_ids, top=50)
 

@@ -14,13 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from audit.calibration import (
-    BINS,
-    Calibration,
-    bin_index,
-    calibration,
-    predictions_calibration,
-)
+from audit.calibration import BINS, Calibration, predictions_calibration
 from audit.report import html as h
 from audit.report import plots
 from audit.report.data import RunData
@@ -136,6 +130,3 @@ def render(ctx: SectionContext) -> list[str] | None:
             h.table(bin_header, _bin_rows(cal), caption=f"Bins of {run.title}", sortable=True)
         )
     return body
-
-
-__all__ = ["BINS", "Calibration", "bin_index", "calibration", "render", "run_calibration"]
